@@ -1,0 +1,100 @@
+"""Strong-authentication OpenID Connect provider for healthcare practitioners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, render_template
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from idp import db, headers, i18n, policy
+from idp.clock import SystemClock
+from idp.config import Settings, check_keys, load_settings
+from idp.crypto import DataCipher, derive_key
+from idp.ratelimit import ThrottleUnavailableError
+from idp.sessions import DatabaseStore, RedisStore, ServerSessionInterface
+
+ROOT = Path(__file__).resolve().parent.parent
+csrf = CSRFProtect()
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app. ``test_config`` may hold SETTINGS (a Settings) and CLOCK."""
+    test_config = dict(test_config or {})
+    settings: Settings = test_config.pop("SETTINGS", None) or load_settings()
+    check_keys(settings)
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        instance_path=str(settings.instance_path),
+    )
+    app.config.update(
+        SECRET_KEY=derive_key(settings.secret_key, "flask"),
+        MAX_CONTENT_LENGTH=256 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the server-side session
+        WTF_CSRF_SSL_STRICT=settings.is_https,
+        PREFERRED_URL_SCHEME="https" if settings.is_https else "http",
+    )
+    app.config.update(test_config)
+    app.extensions["idp.settings"] = settings
+    app.extensions["idp.clock"] = test_config.get("CLOCK") or SystemClock()
+    app.extensions["idp.cipher"] = DataCipher(settings.data_key)
+    db.init_app(app, settings.database_url)
+    if settings.redis_url:
+        import redis
+
+        app.extensions["idp.redis"] = redis.Redis.from_url(settings.redis_url)
+        app.session_interface = ServerSessionInterface(RedisStore(app.extensions["idp.redis"]))
+    else:
+        app.session_interface = ServerSessionInterface(DatabaseStore(app))
+    csrf.init_app(app)
+    i18n.init_app(app)
+    headers.init_app(app)
+    policy.init_app(app)
+    _register_blueprints(app)
+    _register_error_pages(app)
+    app.context_processor(lambda: {"display_name": settings.issuer_name})
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from idp.accounts.views import bp as accounts_bp
+    from idp.auth.views import bp as auth_bp
+    from idp.oauth.server import create_server
+    from idp.oauth.views import bp as oauth_bp
+    from idp.views import bp as site_bp
+
+    app.extensions["idp.oauth_server"] = create_server(app)
+    csrf.exempt(oauth_bp)  # client endpoints; the consent POST checks its token itself
+    for blueprint in (site_bp, auth_bp, accounts_bp, oauth_bp):
+        app.register_blueprint(blueprint)
+
+
+def _register_error_pages(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(_error):
+        message = _("The form expired or was sent from elsewhere. Reload the page and try again.")
+        return render_template("error.html", message=message), 400
+
+    @app.errorhandler(ThrottleUnavailableError)
+    def throttle_unavailable(_error):
+        message = _("The service is temporarily unavailable. Try again in a moment.")
+        return render_template("error.html", message=message), 503
+
+    for status, text in (
+        (400, _l("The request is malformed.")),
+        (404, _l("This page does not exist.")),
+        (405, _l("This method is not allowed here.")),
+        (413, _l("The request is too large.")),
+        (500, _l("An unexpected error occurred. Try again later.")),
+    ):
+        app.register_error_handler(status, _error_page(status, text))
+
+
+def _error_page(status: int, text: str):
+    def handler(_error):
+        return render_template("error.html", message=str(text)), status
+
+    return handler

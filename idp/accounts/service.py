@@ -1,0 +1,215 @@
+"""Practitioners: creation, invitations, TOTP enrolment and removal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.auth.service import active_totp_devices, consume_totp_step, totp_aad
+from idp.clock import Clock
+from idp.crypto import DataCipher, hash_password, hash_token, new_token
+from idp.factors import totp
+from idp.models import Invitation, Practitioner, PractitionerStatus, TotpDevice
+
+INVITATION_TTL = dt.timedelta(days=3)
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256
+PROFESSIONS = {
+    "10": "Médecin", "21": "Pharmacien", "26": "Audioprothésiste", "28": "Opticien-Lunetier",
+    "31": "Assistant dentaire", "32": "Physicien médical", "40": "Chirurgien-Dentiste",
+    "50": "Sage-Femme", "60": "Infirmier", "69": "Infirmier psychiatrique",
+    "70": "Masseur-Kinésithérapeute", "80": "Pédicure-Podologue",
+    "86": "Technicien de laboratoire médical", "91": "Orthophoniste", "92": "Orthoptiste",
+    "94": "Ergothérapeute", "95": "Diététicien", "96": "Psychomotricien",
+    "98": "Manipulateur ERM",
+}  # fmt: skip
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AccountError(Exception):
+    pass
+
+
+class InvalidPractitionerError(AccountError):
+    pass
+
+
+class InvalidPasswordError(AccountError):
+    pass
+
+
+class InvitationInvalidError(AccountError):
+    """Unknown, used or expired invitation: one message for all three."""
+
+
+class LastFactorError(AccountError):
+    """Removing this factor would leave the account without a second factor."""
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def validate_rpps(rpps: str) -> str:
+    """11 digits. Public samples pass a Luhn check, but that is undocumented: soft rule."""
+    rpps = (rpps or "").strip()
+    if len(rpps) != 11 or not rpps.isdigit():
+        raise InvalidPractitionerError("RPPS must be 11 digits")
+    return rpps
+
+
+def validate_password(password: str) -> str:
+    if not (MIN_PASSWORD_LENGTH <= len(password or "") <= MAX_PASSWORD_LENGTH):
+        raise InvalidPasswordError(
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
+    return password
+
+
+def create_practitioner(
+    db: Session,
+    *,
+    rpps: str,
+    given_name: str,
+    family_name: str,
+    profession_code: str,
+    email: str,
+    clock: Clock,
+    password: str | None = None,
+) -> Practitioner:
+    rpps = validate_rpps(rpps)
+    email = (email or "").strip().lower()
+    if not EMAIL_RE.match(email):
+        raise InvalidPractitionerError("invalid email address")
+    if profession_code not in PROFESSIONS:
+        raise InvalidPractitionerError(f"unknown profession code {profession_code!r}")
+    if not given_name.strip() or not family_name.strip():
+        raise InvalidPractitionerError("given and family names are required")
+    exists = db.execute(
+        select(Practitioner).where((Practitioner.rpps == rpps) | (Practitioner.email == email))
+    ).first()
+    if exists:
+        raise InvalidPractitionerError("a practitioner with this RPPS or email already exists")
+    practitioner = Practitioner(
+        rpps=rpps,
+        given_name=given_name.strip(),
+        family_name=family_name.strip(),
+        profession_code=profession_code,
+        email=email,
+        password_hash=hash_password(validate_password(password)) if password else None,
+        status=PractitionerStatus.INVITED,
+        created_at=clock.now(),
+    )
+    db.add(practitioner)
+    db.flush()
+    audit.record(db, "account:practitioner:created", practitioner_id=practitioner.id)
+    return practitioner
+
+
+def create_invitation(db: Session, *, practitioner: Practitioner, clock: Clock) -> str:
+    token = new_token(32)
+    now = clock.now()
+    db.add(
+        Invitation(
+            practitioner_id=practitioner.id,
+            token_hash=hash_token(token),
+            created_at=now,
+            expires_at=now + INVITATION_TTL,
+        )
+    )
+    audit.record(db, "account:invitation:created", practitioner_id=practitioner.id)
+    return token
+
+
+def find_invitation(db: Session, *, token: str, clock: Clock) -> Invitation:
+    invitation = db.execute(
+        select(Invitation).where(Invitation.token_hash == hash_token(token or ""))
+    ).scalar_one_or_none()
+    if invitation is None or invitation.used_at or invitation.expires_at <= clock.now():
+        raise InvitationInvalidError()
+    return invitation
+
+
+def set_password(db: Session, *, practitioner: Practitioner, password: str) -> None:
+    practitioner.password_hash = hash_password(validate_password(password))
+    audit.record(db, "account:password:set", practitioner_id=practitioner.id)
+
+
+def start_totp_enrolment(
+    db: Session, *, practitioner: Practitioner, name: str, clock: Clock, cipher: DataCipher
+) -> tuple[TotpDevice, str]:
+    """A pending device: its seed only works once a correct code confirms it."""
+    secret = totp.generate_secret()
+    device = TotpDevice(
+        practitioner_id=practitioner.id,
+        name=(name or "Authenticator").strip()[:100],
+        secret_encrypted="",
+        created_at=clock.now(),
+    )
+    device.secret_encrypted = cipher.encrypt(secret.encode(), aad=totp_aad(device))
+    db.add(device)
+    db.flush()
+    return device, secret
+
+
+def pending_secret(device: TotpDevice, cipher: DataCipher) -> str:
+    return cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
+
+
+def confirm_totp_enrolment(
+    db: Session, *, device: TotpDevice, code: str, clock: Clock, cipher: DataCipher
+) -> None:
+    step = totp.verify(
+        secret=pending_secret(device, cipher), code=code, now=clock.now(), last_used_step=None
+    )
+    if not consume_totp_step(db, device=device, step=step, clock=clock):
+        raise totp.ReplayedCodeError()
+    device.confirmed_at = clock.now()
+    audit.record(
+        db,
+        "account:two_factor:method_added",
+        practitioner_id=device.practitioner_id,
+        method="totp",
+        device_id=device.id,
+    )
+
+
+def accept_invitation(db: Session, *, invitation: Invitation, clock: Clock) -> Practitioner:
+    """Single use, atomically: two tabs finishing enrolment cannot both activate."""
+    result = db.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
+        .values(used_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise InvitationInvalidError()
+    practitioner = db.get(Practitioner, invitation.practitioner_id)
+    practitioner.status = PractitionerStatus.ACTIVE
+    audit.record(db, "account:invitation:accepted", practitioner_id=practitioner.id)
+    return practitioner
+
+
+def remove_totp_device(db: Session, *, practitioner: Practitioner, device_id: int, clock: Clock):
+    devices = active_totp_devices(db, practitioner.id)
+    device = next((d for d in devices if d.id == device_id), None)
+    if device is None:
+        raise AccountError("no such device")
+    if len(devices) <= 1:
+        raise LastFactorError()
+    device.removed_at = clock.now()
+    audit.record(
+        db,
+        "account:two_factor:method_removed",
+        practitioner_id=practitioner.id,
+        method="totp",
+        device_id=device.id,
+    )

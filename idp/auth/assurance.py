@@ -1,0 +1,37 @@
+"""Assurance levels: one table, used by tokens, discovery, step-up and the README.
+
+| acr                  | rank | reached by                                   | phishing-resistant |
+|----------------------|------|----------------------------------------------|--------------------|
+| substantial          | 1    | password + TOTP; password + push (number)    | no                 |
+| phr                  | 2    | WebAuthn with user verification              | yes                |
+| phrh                 | 3    | smart card + PIN; attested hardware key + UV | yes                |
+
+``phr``/``phrh`` are the OpenID EAP ACR values; a recovery-code login has no acr at all: it
+may only enrol a new factor.
+"""
+
+from __future__ import annotations
+
+SUBSTANTIAL = "substantial"
+PHISHING_RESISTANT = "phr"
+HIGH = "phrh"
+
+RANKS = {SUBSTANTIAL: 1, PHISHING_RESISTANT: 2, HIGH: 3}
+SUPPORTED = tuple(RANKS)
+
+
+def rank(acr: str | None) -> int:
+    return RANKS.get(acr or "", 0)
+
+
+def satisfies(achieved: str | None, requested: list[str]) -> bool:
+    """True when the achieved level is at least the lowest level the client accepts."""
+    wanted = [rank(value) for value in requested if value in RANKS]
+    if not wanted:
+        return True  # only unknown values requested: nothing we can enforce
+    return rank(achieved) >= min(wanted)
+
+
+def required_level(requested: list[str]) -> str | None:
+    known = [value for value in requested if value in RANKS]
+    return min(known, key=rank) if known else None

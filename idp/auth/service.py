@@ -1,0 +1,162 @@
+"""Login steps: password, then a second factor. Owns throttling, replay checks and audit.
+
+Views call these functions and only translate the typed errors into pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.auth import assurance
+from idp.clock import Clock
+from idp.crypto import DataCipher, verify_password
+from idp.factors import totp
+from idp.models import Practitioner, PractitionerStatus, TotpDevice
+from idp.ratelimit import Throttle
+
+
+class LoginError(Exception):
+    pass
+
+
+class ThrottledError(LoginError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+class InvalidCredentialsError(LoginError):
+    """Wrong identifier or password; deliberately says nothing about which."""
+
+
+class AccountUnavailableError(LoginError):
+    """Correct password, but the account is locked or disabled."""
+
+
+@dataclass(frozen=True)
+class Authentication:
+    practitioner_id: int
+    amr: tuple[str, ...]
+    acr: str
+
+
+def find_practitioner(db: Session, identifier: str) -> Practitioner | None:
+    identifier = (identifier or "").strip()
+    if not identifier or len(identifier) > 254:
+        return None
+    return db.execute(
+        select(Practitioner).where(
+            or_(Practitioner.rpps == identifier, Practitioner.email == identifier.lower())
+        )
+    ).scalar_one_or_none()
+
+
+def _check_throttles(throttle: Throttle, keys: list[str]) -> None:
+    wait = max(throttle.retry_after(key) for key in keys)
+    if wait:
+        raise ThrottledError(wait)
+
+
+def check_password(
+    db: Session, *, identifier: str, password: str, ip: str, throttle: Throttle
+) -> Practitioner:
+    practitioner = find_practitioner(db, identifier)
+    user_key = f"login.user:{practitioner.id if practitioner else identifier.strip().lower()}"
+    keys = [f"login.ip:{ip}", user_key]
+    _check_throttles(throttle, keys)
+    stored = practitioner.password_hash if practitioner else None
+    if not verify_password(stored, password or ""):
+        for key in keys:
+            throttle.hit(key)
+        audit.record(
+            db,
+            "auth:password:failed",
+            practitioner_id=practitioner.id if practitioner else None,
+        )
+        db.commit()
+        raise InvalidCredentialsError()
+    throttle.reset(user_key)
+    if practitioner.status != PractitionerStatus.ACTIVE:
+        audit.record(
+            db, "auth:password:refused", practitioner_id=practitioner.id, status=practitioner.status
+        )
+        db.commit()
+        raise AccountUnavailableError(practitioner.status)
+    audit.record(db, "auth:password:succeeded", practitioner_id=practitioner.id)
+    db.commit()
+    return practitioner
+
+
+def active_totp_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
+    return list(
+        db.execute(
+            select(TotpDevice).where(
+                TotpDevice.practitioner_id == practitioner_id,
+                TotpDevice.confirmed_at.is_not(None),
+                TotpDevice.removed_at.is_(None),
+            )
+        ).scalars()
+    )
+
+
+def consume_totp_step(db: Session, *, device: TotpDevice, step: int, clock: Clock) -> bool:
+    """Atomically claim a time step: of two concurrent requests only one updates the row."""
+    result = db.execute(
+        update(TotpDevice)
+        .where(
+            TotpDevice.id == device.id,
+            or_(TotpDevice.last_used_step.is_(None), TotpDevice.last_used_step < step),
+        )
+        .values(last_used_step=step, last_used_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def check_totp(
+    db: Session,
+    *,
+    practitioner: Practitioner,
+    code: str,
+    ip: str,
+    throttle: Throttle,
+    clock: Clock,
+    cipher: DataCipher,
+) -> Authentication:
+    keys = [f"2fa.ip:{ip}", f"2fa.user:{practitioner.id}"]
+    _check_throttles(throttle, keys)
+    failure: totp.TotpError = totp.InvalidCodeError()
+    for device in active_totp_devices(db, practitioner.id):
+        secret = cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
+        try:
+            step = totp.verify(
+                secret=secret, code=code, now=clock.now(), last_used_step=device.last_used_step
+            )
+        except totp.TotpError as exc:
+            failure = exc if not isinstance(failure, totp.ReplayedCodeError) else failure
+            continue
+        if consume_totp_step(db, device=device, step=step, clock=clock):
+            throttle.reset(keys[1])
+            audit.record(
+                db, "auth:totp:succeeded", practitioner_id=practitioner.id, device_id=device.id
+            )
+            db.commit()
+            return Authentication(practitioner.id, ("pwd", "otp", "mfa"), assurance.SUBSTANTIAL)
+        db.rollback()
+        failure = totp.ReplayedCodeError()
+    for key in keys:
+        throttle.hit(key)
+    audit.record(
+        db, "auth:totp:failed", practitioner_id=practitioner.id, reason=type(failure).__name__
+    )
+    db.commit()
+    raise failure
+
+
+def totp_aad(device: TotpDevice) -> str:
+    """Binds a ciphertext to its row: a seed copied to another practitioner won't decrypt."""
+    return f"totp:{device.practitioner_id}"

@@ -1,0 +1,157 @@
+"""Login pages: identifier + password, then the second factor. Thin: services decide."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from idp.auth import assurance, service
+from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
+from idp.db import get_db
+from idp.factors import totp
+from idp.models import Practitioner
+from idp.oauth.views import resume_url
+from idp.policy import Policy, policy
+from idp.services import cipher, clock, throttle
+
+bp = Blueprint("auth", __name__)
+
+FACTOR_LEVELS = {"totp": assurance.SUBSTANTIAL}
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def throttled_page(template: str, form, retry_after: int, **context):
+    message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=retry_after)
+    body = render_template(template, form=form, error=message, **context)
+    return body, 429, {"Retry-After": str(retry_after)}
+
+
+def complete_login(authentication: service.Authentication) -> None:
+    """The only place a browser session becomes authenticated."""
+    session.pop("first_factor", None)
+    session["auth"] = {
+        "pid": authentication.practitioner_id,
+        "auth_time": int(clock().now().timestamp()),
+        "amr": list(authentication.amr),
+        "acr": authentication.acr,
+    }
+    session.rotate()
+
+
+def after_login():
+    target = resume_url() or session.pop("next", None) or url_for("accounts.home")
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("accounts.home")
+    return redirect(target, code=303)
+
+
+def pending_request() -> dict:
+    return session.get("authz") or {}
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@policy(Policy.PUBLIC)
+def login():
+    form = PasswordLoginForm()
+    if request.method == "GET" and pending_request().get("login_hint"):
+        form.identifier.data = pending_request()["login_hint"]
+    context = {"client_name": pending_request().get("client_name")}
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("login.html", form=form, **context), status
+    try:
+        practitioner = service.check_password(
+            get_db(),
+            identifier=form.identifier.data,
+            password=form.password.data,
+            ip=client_ip(),
+            throttle=throttle(),
+        )
+    except service.ThrottledError as exc:
+        return throttled_page("login.html", form, exc.retry_after, **context)
+    except service.InvalidCredentialsError:
+        error = _("Incorrect identifier or password.")
+        return render_template("login.html", form=form, error=error, **context), 401
+    except service.AccountUnavailableError:
+        error = _("This account is suspended. Contact your administrator.")
+        return render_template("login.html", form=form, error=error, **context), 403
+    session.pop("auth", None)
+    session["first_factor"] = {"pid": practitioner.id, "at": clock().now().timestamp()}
+    session.rotate()
+    return redirect(url_for("auth.second_factor"), code=303)
+
+
+def first_factor_practitioner() -> Practitioner:
+    return get_db().get(Practitioner, session["first_factor"]["pid"])
+
+
+def offered_factors(practitioner: Practitioner) -> list[str]:
+    """Factors the practitioner has that reach the level the client asked for."""
+    required = pending_request().get("acr")
+    owned = ["totp"] if service.active_totp_devices(get_db(), practitioner.id) else []
+    return [f for f in owned if assurance.rank(FACTOR_LEVELS[f]) >= assurance.rank(required)]
+
+
+@bp.route("/login/second-factor", methods=["GET"])
+@policy(Policy.FIRST_FACTOR)
+def second_factor():
+    factors = offered_factors(first_factor_practitioner())
+    if not factors:
+        return render_template("no_factor.html", has_request=bool(pending_request())), 403
+    return redirect(url_for(f"auth.login_{factors[0]}"))
+
+
+@bp.route("/login/totp", methods=["GET", "POST"])
+@policy(Policy.FIRST_FACTOR)
+def login_totp():
+    practitioner = first_factor_practitioner()
+    if "totp" not in offered_factors(practitioner):
+        return redirect(url_for("auth.second_factor"))
+    form = CodeForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("login_totp.html", form=form), status
+    try:
+        authentication = service.check_totp(
+            get_db(),
+            practitioner=practitioner,
+            code=form.code.data,
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+            cipher=cipher(),
+        )
+    except service.ThrottledError as exc:
+        return throttled_page("login_totp.html", form, exc.retry_after)
+    except totp.OutOfSyncError:
+        error = _("This code is not valid now: check the time on your phone.")
+        return render_template("login_totp.html", form=form, error=error), 401
+    except totp.ReplayedCodeError:
+        error = _("This code was already used. Wait for the next one.")
+        return render_template("login_totp.html", form=form, error=error), 401
+    except totp.TotpError:
+        error = _("Incorrect code.")
+        return render_template("login_totp.html", form=form, error=error), 401
+    complete_login(authentication)
+    return after_login()
+
+
+@bp.get("/login/reauthenticate")
+@policy(Policy.AUTHENTICATED)
+def reauthenticate():
+    """Sensitive changes need a login from the last minutes: log in again, come back."""
+    session.pop("auth", None)
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+@policy(Policy.PUBLIC)
+def logout():
+    form = EmptyForm()
+    if request.method == "POST" and form.validate_on_submit():
+        session.destroy()
+        return render_template("logged_out.html")
+    return render_template("logout.html", form=form)

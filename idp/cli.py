@@ -1,0 +1,239 @@
+"""Operator commands. This command-line contract is relied on by operators and tooling:
+
+``idp db upgrade`` · ``idp serve`` · ``idp practitioner add`` · ``idp client add`` ·
+``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from idp.config import ConfigError, check_keys, load_settings
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def make_app():
+    from idp import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@click.group()
+def main() -> None:
+    """Practitioner identity provider."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations to IDP_DATABASE_URL (default: SQLite in the instance folder)."""
+    from idp.db import upgrade
+
+    settings = load_settings()
+    if settings.database_url.startswith("sqlite:///"):
+        os.makedirs(
+            os.path.dirname(settings.database_url.removeprefix("sqlite:///")), exist_ok=True
+        )
+    upgrade(settings.database_url)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the IdP with gunicorn."""
+    from idp.wsgi_server import run
+
+    settings = load_settings()
+    try:
+        check_keys(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+    run(host=host, port=port, workers=workers)
+
+
+@main.group()
+def practitioner() -> None:
+    """Practitioner accounts."""
+
+
+@practitioner.command("add")
+@click.option("--rpps", required=True, help="11-digit RPPS identifier")
+@click.option("--given-name", required=True)
+@click.option("--family-name", required=True)
+@click.option(
+    "--profession",
+    "profession_code",
+    default="10",
+    show_default=True,
+    help="Profession code (TRE_G15), e.g. 10 Médecin, 21 Pharmacien, 60 Infirmier",
+)
+@click.option("--email", required=True)
+def practitioner_add(rpps, given_name, family_name, profession_code, email) -> None:
+    """Create an invited practitioner and print a one-time enrolment link (JSON)."""
+    from idp.accounts import service
+    from idp.services import clock, settings
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        try:
+            created = service.create_practitioner(
+                session,
+                rpps=rpps,
+                given_name=given_name,
+                family_name=family_name,
+                profession_code=profession_code,
+                email=email,
+                clock=clock(),
+            )
+        except service.AccountError as exc:
+            fail(str(exc))
+        token = service.create_invitation(session, practitioner=created, clock=clock())
+        session.commit()
+        click.echo(
+            json.dumps(
+                {
+                    "rpps": created.rpps,
+                    "status": created.status,
+                    "enrolment_url": f"{settings().issuer}/enrol/{token}",
+                    "expires_in_hours": int(service.INVITATION_TTL.total_seconds() // 3600),
+                }
+            )
+        )
+
+
+@main.group()
+def client() -> None:
+    """OAuth / OpenID Connect clients."""
+
+
+@client.command("add")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--public", is_flag=True, help="Public client (no secret, PKCE only)")
+@click.option(
+    "--auth-method",
+    type=click.Choice(["client_secret_basic", "client_secret_post"]),
+    default="client_secret_basic",
+    show_default=True,
+)
+@click.option(
+    "--id-token-alg",
+    type=click.Choice(["RS256", "PS256", "ES256"]),
+    default="RS256",
+    show_default=True,
+)
+@click.option("--scope", default="openid profile email rpps", show_default=True)
+@click.option("--no-consent", is_flag=True, help="First-party app: skip the consent page")
+def client_add(name, redirect_uris, public, auth_method, id_token_alg, scope, no_consent) -> None:
+    """Register a client; prints client_id and client_secret as JSON (shown once)."""
+    from idp.oauth import clients
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        try:
+            created, secret = clients.register_client(
+                get_db(),
+                name=name,
+                redirect_uris=list(redirect_uris),
+                public=public,
+                auth_method=auth_method,
+                id_token_alg=id_token_alg,
+                scope=scope,
+                require_consent=not no_consent,
+            )
+        except clients.ClientRegistrationError as exc:
+            fail(str(exc))
+        click.echo(
+            json.dumps(
+                {
+                    "client_id": created.client_id,
+                    "client_secret": secret,
+                    "token_endpoint_auth_method": created.token_endpoint_auth_method,
+                    "redirect_uris": created.redirect_uris,
+                }
+            )
+        )
+
+
+@main.command()
+def routes() -> None:
+    """Print every route with its access policy."""
+    from idp.policy import route_inventory
+
+    app = make_app()
+    rows = route_inventory(app)
+    width = max(len(path) for _m, path, _p in rows)
+    for methods, path, access in rows:
+        click.echo(f"{methods:<10} {path:<{width}}  {access}")
+    if any(access == "UNDECLARED" for *_rest, access in rows):
+        sys.exit(1)
+
+
+@main.group()
+def keys() -> None:
+    """ID token signing keys."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """New signing keys; the old ones stay published for a week."""
+    from idp.db import get_db
+    from idp.oauth.keys import rotate_keys
+    from idp.services import cipher, clock
+
+    app = make_app()
+    with app.app_context():
+        click.echo(json.dumps({"kids": rotate_keys(get_db(), cipher=cipher(), clock=clock())}))
+
+
+@main.command("seed-demo")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+def seed_demo(as_json: bool) -> None:
+    """Idempotently create the demo practitioner and demo client."""
+    from idp.demo import seed
+
+    app = make_app()
+    with app.app_context():
+        data = seed()
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+@main.command()
+@click.option("--idp-port", default=5000, show_default=True, type=int)
+@click.option("--rp-port", default=5001, show_default=True, type=int)
+def demo(idp_port: int, rp_port: int) -> None:
+    """Development demo: migrate, seed, run the IdP and a demo relying party."""
+    from idp.demo import run_demo
+
+    run_demo(idp_port=idp_port, rp_port=rp_port)
+
+
+if __name__ == "__main__":
+    main()

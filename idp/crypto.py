@@ -1,0 +1,76 @@
+"""Secrets at rest: key derivation, authenticated encryption, password and token hashing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_FORMAT = "v1"
+_passwords = PasswordHasher()  # argon2id with the library's current recommended parameters
+_DUMMY_HASH = _passwords.hash(secrets.token_hex(16))
+
+
+def derive_key(material: str, purpose: str) -> bytes:
+    """One 256-bit key per purpose, so a key is never used for two things."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+    return hkdf.derive(material.encode())
+
+
+class DecryptionError(Exception):
+    """Ciphertext was altered, or the data key changed."""
+
+
+class DataCipher:
+    """AES-256-GCM with a key derived from IDP_DATA_KEY; ``aad`` binds a value to its row."""
+
+    def __init__(self, data_key: str) -> None:
+        self._aead = AESGCM(derive_key(data_key, "idp data at rest v1"))
+
+    def encrypt(self, plaintext: bytes, *, aad: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, plaintext, aad.encode())
+        return f"{_FORMAT}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, token: str, *, aad: str) -> bytes:
+        version, _, body = token.partition(".")
+        if version != _FORMAT:
+            raise DecryptionError("unknown ciphertext format")
+        raw = base64.urlsafe_b64decode(body)
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], aad.encode())
+        except Exception as exc:  # cryptography raises InvalidTag
+            raise DecryptionError("cannot decrypt") from exc
+
+
+def hash_password(password: str) -> str:
+    return _passwords.hash(password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the account exists (``stored_hash`` None)."""
+    try:
+        return _passwords.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_token(token: str) -> str:
+    """High-entropy tokens (codes, access tokens, session ids) are stored as SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_token(nbytes: int = 32) -> str:
+    return secrets.token_urlsafe(nbytes)

@@ -1,0 +1,276 @@
+"""Database models (SQLAlchemy 2.0). The schema changes only through Alembic migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores aware UTC datetimes and always returns them aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(dt.UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def new_subject() -> str:
+    return uuid.uuid4().hex
+
+
+class PractitionerStatus:
+    INVITED = "invited"
+    ACTIVE = "active"
+    LOCKED = "locked"
+    DISABLED = "disabled"
+    ALL = (INVITED, ACTIVE, LOCKED, DISABLED)
+
+
+class Practitioner(Base):
+    __tablename__ = "practitioners"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(32), unique=True, default=new_subject)
+    rpps: Mapped[str] = mapped_column(String(11), unique=True)
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    profession_code: Mapped[str] = mapped_column(String(4))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=PractitionerStatus.INVITED)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    totp_devices: Mapped[list[TotpDevice]] = relationship(back_populates="practitioner")
+
+    def get_user_id(self) -> int:  # Authlib
+        return self.id
+
+
+class TotpDevice(Base):
+    __tablename__ = "totp_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    practitioner: Mapped[Practitioner] = relationship(back_populates="totp_devices")
+
+    @property
+    def is_active(self) -> bool:
+        return self.confirmed_at is not None and self.removed_at is None
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class OAuthClient(Base):
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    redirect_uris_json: Mapped[str] = mapped_column(Text, default="[]")
+    scope: Mapped[str] = mapped_column(Text, default="openid profile email rpps")
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(8), default="RS256")
+    require_consent: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    # --- Authlib ClientMixin ---
+    @property
+    def redirect_uris(self) -> list[str]:
+        return json.loads(self.redirect_uris_json)
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # Only unambiguous when exactly one URI is registered (OIDC requires redirect_uri anyway).
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        allowed = set(self.scope.split())
+        return " ".join(s for s in (scope or "").split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris  # exact string match, no normalisation
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        from idp.crypto import hash_token, tokens_equal
+
+        if not self.client_secret_hash or not client_secret:
+            return False
+        return tokens_equal(self.client_secret_hash, hash_token(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+    @property
+    def client_metadata(self) -> dict:
+        return {"id_token_signed_response_alg": self.id_token_signed_response_alg}
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("practitioner_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AuthorizationCode(Base):
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    acr: Mapped[str] = mapped_column(String(64))
+    amr: Mapped[str] = mapped_column(String(100))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    # --- Authlib AuthorizationCodeMixin / OIDC code model ---
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.acr
+
+    def get_amr(self) -> list[str]:
+        return self.amr.split()
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    authorization_code_id: Mapped[int | None] = mapped_column(
+        ForeignKey("authorization_codes.id"), index=True
+    )
+    scope: Mapped[str] = mapped_column(Text)
+    acr: Mapped[str] = mapped_column(String(64))
+    amr: Mapped[str] = mapped_column(String(100))
+    auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class SigningKey(Base):
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kty: Mapped[str] = mapped_column(String(8))
+    private_jwk_encrypted: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    practitioner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ThrottleCounter(Base):
+    __tablename__ = "throttle_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    blocked_until: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """Append-only: the migration installs triggers that refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    event: Mapped[str] = mapped_column(String(100), index=True)
+    practitioner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    details_json: Mapped[str] = mapped_column(Text, default="{}")
+
+    @property
+    def details(self) -> dict:
+        return json.loads(self.details_json)

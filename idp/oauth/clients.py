@@ -1,0 +1,78 @@
+"""Client registration: exact redirect URIs, hashed secrets."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.crypto import hash_token
+from idp.models import OAuthClient
+from idp.oauth.claims import SCOPES_SUPPORTED
+from idp.oauth.keys import ALGORITHMS
+from idp.services import clock
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+class ClientRegistrationError(ValueError):
+    pass
+
+
+def validate_redirect_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        raise ClientRegistrationError(f"redirect URI must not have a fragment: {uri}")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return uri
+    raise ClientRegistrationError(f"redirect URI must be https (or http on loopback): {uri}")
+
+
+def register_client(
+    db: Session,
+    *,
+    name: str,
+    redirect_uris: list[str],
+    public: bool = False,
+    auth_method: str = "client_secret_basic",
+    id_token_alg: str = "RS256",
+    scope: str = "openid profile email rpps",
+    require_consent: bool = True,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> tuple[OAuthClient, str | None]:
+    """Returns the client and its secret: the only time the secret is visible."""
+    if not name.strip():
+        raise ClientRegistrationError("a client name is required")
+    if not redirect_uris:
+        raise ClientRegistrationError("at least one redirect URI is required")
+    uris = [validate_redirect_uri(uri) for uri in redirect_uris]
+    if id_token_alg not in ALGORITHMS:
+        raise ClientRegistrationError(f"unsupported ID token algorithm {id_token_alg}")
+    unknown = set(scope.split()) - set(SCOPES_SUPPORTED)
+    if unknown or "openid" not in scope.split():
+        raise ClientRegistrationError(f"scope must include openid; unknown: {sorted(unknown)}")
+    secret = None if public else (client_secret or secrets.token_urlsafe(32))
+    client = OAuthClient(
+        client_id=client_id or secrets.token_urlsafe(16),
+        client_secret_hash=hash_token(secret) if secret else None,
+        name=name.strip(),
+        redirect_uris_json=json.dumps(uris),
+        scope=scope,
+        token_endpoint_auth_method="none" if public else auth_method,
+        id_token_signed_response_alg=id_token_alg,
+        require_consent=require_consent,
+        created_at=clock().now(),
+    )
+    if db.execute(select(OAuthClient).where(OAuthClient.client_id == client.client_id)).first():
+        raise ClientRegistrationError(f"client {client.client_id} already exists")
+    db.add(client)
+    audit.record(db, "oauth:client:registered", client_id=client.client_id)
+    db.commit()
+    return client, secret

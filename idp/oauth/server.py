@@ -1,0 +1,206 @@
+"""Authlib wiring: the authorization server, the code grant, PKCE and OpenID Connect.
+
+Every Authlib extension point the provider relies on lives here (see AUTHLIB.md notes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidRequestError, grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import OpenIDCode, UserInfo
+from flask import Flask, session
+from sqlalchemy import select, update
+
+from idp import audit
+from idp.crypto import hash_token
+from idp.db import get_db
+from idp.models import AuthorizationCode, OAuthClient, Practitioner, PractitionerStatus, Token
+from idp.oauth import keys
+from idp.oauth.claims import user_claims
+from idp.services import cipher, clock, settings
+
+
+def query_client(client_id: str) -> OAuthClient | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    return (
+        get_db()
+        .execute(select(OAuthClient).where(OAuthClient.client_id == client_id))
+        .scalar_one_or_none()
+    )
+
+
+def save_token(token: dict, oauth_request) -> None:
+    db = get_db()
+    code: AuthorizationCode = oauth_request.authorization_code
+    now = clock().now()
+    db.add(
+        Token(
+            access_token_hash=hash_token(token["access_token"]),
+            client_id=oauth_request.client.client_id,
+            practitioner_id=oauth_request.user.id,
+            authorization_code_id=code.id,
+            scope=token.get("scope", ""),
+            acr=code.acr,
+            amr=code.amr,
+            auth_time=code.auth_time,
+            issued_at=now,
+            expires_at=now + dt.timedelta(seconds=int(token["expires_in"])),
+        )
+    )
+    audit.record(
+        db,
+        "oauth:token:issued",
+        practitioner_id=oauth_request.user.id,
+        client_id=oauth_request.client.client_id,
+        scope=token.get("scope", ""),
+    )
+    db.commit()
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 for every client, confidential ones included; ``plain`` refused."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge': PKCE with S256 is required.")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant, result):
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'.")
+        super().validate_code_verifier(grant, result)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    AUTHORIZATION_CODE_LENGTH = 48  # ~285 bits
+
+    def save_authorization_code(self, code: str, oauth_request) -> None:
+        db = get_db()
+        auth = session["auth"]  # the authorize view only gets here fully authenticated
+        data = oauth_request.payload.data
+        db.add(
+            AuthorizationCode(
+                code_hash=hash_token(code),
+                client_id=oauth_request.client.client_id,
+                practitioner_id=oauth_request.user.id,
+                redirect_uri=oauth_request.payload.redirect_uri,
+                scope=oauth_request.payload.scope,
+                nonce=data.get("nonce"),
+                code_challenge=data["code_challenge"],
+                code_challenge_method=data["code_challenge_method"],
+                auth_time=dt.datetime.fromtimestamp(auth["auth_time"], dt.UTC),
+                acr=auth["acr"],
+                amr=" ".join(auth["amr"]),
+                issued_at=clock().now(),
+            )
+        )
+        db.commit()
+
+    def query_authorization_code(self, code: str, client: OAuthClient):
+        """Consume the code atomically; a second use revokes what the first one issued."""
+        db = get_db()
+        row = db.execute(
+            select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(code))
+        ).scalar_one_or_none()
+        if row is None or row.client_id != client.client_id:
+            return None
+        now = clock().now()
+        claimed = db.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            revoked = db.execute(
+                update(Token)
+                .where(Token.authorization_code_id == row.id, Token.revoked_at.is_(None))
+                .values(revoked_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            audit.record(
+                db,
+                "oauth:code:reused",
+                practitioner_id=row.practitioner_id,
+                client_id=client.client_id,
+                revoked_tokens=revoked,
+            )
+            db.commit()
+            return None
+        db.commit()
+        if (now - row.issued_at).total_seconds() > settings().code_ttl_seconds:
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code) -> None:
+        """Nothing to do: the code was marked used when it was claimed."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode):
+        practitioner = get_db().get(Practitioner, authorization_code.practitioner_id)
+        if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
+            return None
+        return practitioner
+
+
+class ProviderOpenIDCode(OpenIDCode):
+    def exists_nonce(self, nonce: str, oauth_request) -> bool:
+        return (
+            get_db()
+            .execute(
+                select(AuthorizationCode.id).where(
+                    AuthorizationCode.client_id == oauth_request.payload.client_id,
+                    AuthorizationCode.nonce == nonce,
+                )
+            )
+            .first()
+            is not None
+        )
+
+    def get_client_algorithm(self, client: OAuthClient) -> str:
+        return client.id_token_signed_response_alg or "RS256"
+
+    def resolve_client_private_key(self, client: OAuthClient):
+        _kid, key = keys.signing_key(
+            get_db(), alg=self.get_client_algorithm(client), cipher=cipher(), clock=clock()
+        )
+        return key
+
+    def get_encode_header(self, client: OAuthClient) -> dict:
+        kid, _key = keys.signing_key(
+            get_db(), alg=self.get_client_algorithm(client), cipher=cipher(), clock=clock()
+        )
+        return {"alg": self.get_client_algorithm(client), "kid": kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: OAuthClient) -> dict:
+        now = int(clock().now().timestamp())
+        return {
+            "iss": settings().issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + settings().id_token_ttl_seconds,
+        }
+
+    def generate_user_info(self, user: Practitioner, scope: str) -> UserInfo:
+        return UserInfo(user_claims(user, scope))
+
+
+def create_server(app: Flask) -> AuthorizationServer:
+    ttl = app.extensions["idp.settings"].access_token_ttl_seconds
+    app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ttl})
+    app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", True)
+    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server.register_grant(
+        AuthorizationCodeGrant, [S256CodeChallenge(required=True), ProviderOpenIDCode()]
+    )
+    return server

@@ -1,0 +1,325 @@
+"""OpenID Connect endpoints: discovery, JWKS, authorization, token, UserInfo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    LoginRequiredError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError, validate_csrf
+from sqlalchemy import select
+from wtforms import ValidationError
+
+from idp import audit
+from idp.auth import assurance
+from idp.crypto import hash_token
+from idp.db import get_db
+from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
+from idp.oauth import keys
+from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
+from idp.oauth.server import AuthorizationCodeGrant
+from idp.policy import Policy, current_auth, policy
+from idp.services import clock, settings
+
+bp = Blueprint("oauth", __name__)
+
+FORM_ONLY_FIELDS = {"csrf_token", "consent_decision"}
+
+
+class UnmetAuthenticationRequirementsError(OAuth2Error):
+    """OpenID Connect Core errata / EAP: the requested acr cannot be reached."""
+
+    error = "unmet_authentication_requirements"
+
+
+def server():
+    return current_app.extensions["idp.oauth_server"]
+
+
+def endpoint(path: str) -> str:
+    return settings().issuer + path
+
+
+@bp.get("/.well-known/openid-configuration")
+@policy(Policy.PUBLIC)
+def discovery():
+    return jsonify(
+        issuer=settings().issuer,
+        authorization_endpoint=endpoint("/authorize"),
+        token_endpoint=endpoint("/token"),
+        userinfo_endpoint=endpoint("/userinfo"),
+        jwks_uri=endpoint("/jwks.json"),
+        scopes_supported=list(SCOPES_SUPPORTED),
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        grant_types_supported=["authorization_code"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=sorted(keys.ALGORITHMS),
+        token_endpoint_auth_methods_supported=AuthorizationCodeGrant.TOKEN_ENDPOINT_AUTH_METHODS,
+        code_challenge_methods_supported=["S256"],
+        claims_supported=list(CLAIMS_SUPPORTED),
+        acr_values_supported=list(assurance.SUPPORTED),
+        prompt_values_supported=["none", "login", "consent"],
+        ui_locales_supported=["fr", "en"],
+        claims_parameter_supported=False,
+        request_parameter_supported=False,
+        request_uri_parameter_supported=False,
+        authorization_response_iss_parameter_supported=True,
+    )
+
+
+@bp.get("/jwks.json")
+@policy(Policy.PUBLIC)
+def jwks():
+    response = jsonify(keys.public_jwks(get_db(), clock=clock()))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def with_issuer(response: Response) -> Response:
+    """RFC 9207: every response delivered to the redirect URI carries ``iss``."""
+    location = response.headers.get("Location")
+    if response.status_code in (301, 302, 303) and location:
+        parts = urlsplit(location)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "iss"]
+        query.append(("iss", settings().issuer))
+        response.headers["Location"] = urlunsplit(parts._replace(query=urlencode(query)))
+    return response
+
+
+def error_page(message: str, status: int = 400):
+    return render_template("error.html", message=message), status
+
+
+def oauth_error_response(error: OAuth2Error):
+    """Redirect to the client only when its redirect URI was validated; else show a page."""
+    if getattr(error, "redirect_uri", None):
+        return with_issuer(server().handle_error_response(None, error))
+    return error_page(error.get_error_description() or error.error)
+
+
+def request_params() -> list[tuple[str, str]]:
+    source = request.form if request.method == "POST" else request.args
+    return [(k, v) for k, v in source.items(multi=True) if k not in FORM_ONLY_FIELDS]
+
+
+def fingerprint(params) -> str:
+    return hashlib.sha256(json.dumps(sorted(map(list, params))).encode()).hexdigest()
+
+
+def fresh_login_for(params: list[tuple[str, str]], auth: dict | None) -> bool:
+    """True when the current login happened for this very request (prompt=login, max_age)."""
+    pending = session.get("authz")
+    return bool(
+        auth
+        and pending
+        and pending["fp"] == fingerprint(params)
+        and auth["auth_time"] >= pending["at"]
+    )
+
+
+def login_reason(grant, auth: dict | None, params) -> str | None:
+    data = grant.request.payload.data
+    if auth is None:
+        return "login"
+    if not fresh_login_for(params, auth):
+        if "login" in (data.get("prompt") or "").split():
+            return "login"
+        max_age = data.get("max_age")
+        if max_age is not None:
+            if not str(max_age).isdigit():
+                raise InvalidRequestError("Invalid 'max_age'.", redirect_uri=grant.redirect_uri)
+            if clock().now().timestamp() - auth["auth_time"] > int(max_age):
+                return "login"
+    if not assurance.satisfies(auth["acr"], (data.get("acr_values") or "").split()):
+        return "step-up"
+    return None
+
+
+def needs_consent(db, client: OAuthClient, practitioner: Practitioner, grant) -> bool:
+    if "consent" in (grant.request.payload.data.get("prompt") or "").split():
+        return True
+    if not client.require_consent:
+        return False
+    consent = db.execute(
+        select(Consent).where(
+            Consent.practitioner_id == practitioner.id, Consent.client_id == client.client_id
+        )
+    ).scalar_one_or_none()
+    requested = set(grant.request.payload.scope.split())
+    return consent is None or not requested <= set(consent.scope.split())
+
+
+def record_consent(db, client: OAuthClient, practitioner: Practitioner, scope: str) -> None:
+    consent = db.execute(
+        select(Consent).where(
+            Consent.practitioner_id == practitioner.id, Consent.client_id == client.client_id
+        )
+    ).scalar_one_or_none()
+    if consent is None:
+        consent = Consent(practitioner_id=practitioner.id, client_id=client.client_id, scope="")
+        db.add(consent)
+    consent.scope = " ".join(sorted(set(consent.scope.split()) | set(scope.split())))
+    consent.granted_at = clock().now()
+    audit.record(
+        db,
+        "oauth:consent:granted",
+        practitioner_id=practitioner.id,
+        client_id=client.client_id,
+        scope=scope,
+    )
+    db.commit()
+
+
+def stash_and_login(grant, params) -> Response:
+    data = grant.request.payload.data
+    session["authz"] = {
+        "params": params,
+        "fp": fingerprint(params),
+        "at": clock().now().timestamp(),
+        "acr": assurance.required_level((data.get("acr_values") or "").split()),
+        "login_hint": (data.get("login_hint") or "")[:254],
+        "redirect_uri": grant.redirect_uri,
+        "state": data.get("state"),
+        "client_name": grant.client.name,
+    }
+    return redirect(url_for("auth.login"))
+
+
+def resume_url() -> str | None:
+    pending = session.get("authz")
+    if not pending:
+        return None
+    return url_for("oauth.authorize") + "?" + urlencode([tuple(p) for p in pending["params"]])
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+@policy(Policy.PUBLIC)
+def authorize():
+    db = get_db()
+    params = request_params()
+    names = {k for k, _ in params}
+    auth = current_auth()
+    practitioner = db.get(Practitioner, auth["pid"]) if auth else None
+    if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
+        session.destroy()
+        auth = practitioner = None
+    try:
+        grant = server().get_consent_grant(end_user=practitioner)
+        if "request" in names:
+            raise RequestNotSupportedError(redirect_uri=grant.redirect_uri)
+        if "request_uri" in names:
+            raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri)
+        prompts = (grant.request.payload.data.get("prompt") or "").split()
+        reason = login_reason(grant, auth, params)
+        if reason is not None:
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=grant.redirect_uri)
+            return stash_and_login(grant, params)
+        if needs_consent(db, grant.client, practitioner, grant):
+            decision = request.form.get("consent_decision") if request.method == "POST" else None
+            if decision is None:
+                if "none" in prompts:
+                    raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
+                return render_consent(grant, params)
+            validate_csrf(request.form.get("csrf_token"))
+            if decision != "approve":
+                session.pop("authz", None)
+                raise AccessDeniedError(redirect_uri=grant.redirect_uri)
+            record_consent(db, grant.client, practitioner, grant.request.payload.scope)
+    except (CSRFError, ValidationError):
+        return error_page(
+            _("The form expired or was sent from elsewhere. Reload the page and try again.")
+        )
+    except OAuth2Error as error:
+        error.state = request.values.get("state")
+        return oauth_error_response(error)
+    response = server().create_authorization_response(grant_user=practitioner, grant=grant)
+    session.pop("authz", None)
+    return with_issuer(response)
+
+
+def render_consent(grant, params):
+    return render_template(
+        "consent.html",
+        client=grant.client,
+        scopes=grant.request.payload.scope.split(),
+        params=params,
+    )
+
+
+@bp.get("/authorize/cancel")
+@policy(Policy.PUBLIC)
+def cancel():
+    """The practitioner gave up (or no factor meets the level asked): tell the client."""
+    pending = session.pop("authz", None)
+    if not pending:
+        return redirect(url_for("auth.login"))
+    error_cls = (
+        UnmetAuthenticationRequirementsError
+        if request.args.get("reason") == "unmet"
+        else AccessDeniedError
+    )
+    error = error_cls(redirect_uri=pending["redirect_uri"], state=pending.get("state"))
+    return oauth_error_response(error)
+
+
+@bp.post("/token")
+@policy(Policy.CLIENT)
+def token():
+    return server().create_token_response()
+
+
+def bearer_error(error: str, description: str, status: int = 401):
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = f'Bearer error="{error}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@policy(Policy.BEARER)
+def userinfo():
+    if "access_token" in request.values:
+        return bearer_error("invalid_request", "Send the access token in the Authorization header.")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        response = bearer_error("invalid_token", "Missing bearer token.")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    db = get_db()
+    row = db.execute(
+        select(Token).where(Token.access_token_hash == hash_token(value.strip()))
+    ).scalar_one_or_none()
+    now = clock().now()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
+    if "openid" not in row.scope.split():
+        return bearer_error("insufficient_scope", "The openid scope is required.", 403)
+    practitioner = db.get(Practitioner, row.practitioner_id)
+    if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
+        return bearer_error("invalid_token", "The account is no longer active.")
+    response = jsonify(user_claims(practitioner, row.scope))
+    response.headers["Cache-Control"] = "no-store"
+    return response

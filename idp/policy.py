@@ -1,0 +1,84 @@
+"""Deny by default: every route declares who may call it, in one registry.
+
+A view is registered with ``@policy(Policy.X)``; ``enforce`` runs before every request and
+answers 404 for any endpoint without a declared policy. ``idp routes`` prints the inventory
+and a test walks the URL map to fail on any undeclared route.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from enum import StrEnum
+
+from flask import Flask, abort, redirect, request, session, url_for
+
+RECENT_STRONG_SECONDS = 5 * 60
+
+
+class Policy(StrEnum):
+    PUBLIC = "public"
+    FIRST_FACTOR = "first-factor"  # second-step pages: the password was checked, nothing more
+    AUTHENTICATED = "authenticated"  # full login (two factors)
+    RECENT_STRONG = "recent-strong"  # full login within the last five minutes
+    CLIENT = "client"  # OAuth client authentication, checked by the endpoint itself
+    BEARER = "bearer"  # access token, checked by the endpoint itself
+    DEVICE = "device"  # enrolled device signature
+    ADMIN = "admin"
+
+
+STATIC_ENDPOINTS = {"static": Policy.PUBLIC}
+
+
+def policy(value: Policy) -> Callable:
+    def decorate(view: Callable) -> Callable:
+        view.access_policy = value
+        return view
+
+    return decorate
+
+
+def endpoint_policy(app: Flask, endpoint: str | None) -> Policy | None:
+    if endpoint is None:
+        return None
+    if endpoint in STATIC_ENDPOINTS:
+        return STATIC_ENDPOINTS[endpoint]
+    view = app.view_functions.get(endpoint)
+    return getattr(view, "access_policy", None)
+
+
+def route_inventory(app: Flask) -> list[tuple[str, str, str]]:
+    rows = []
+    for rule in app.url_map.iter_rules():
+        methods = ",".join(sorted(m for m in rule.methods or () if m not in {"HEAD", "OPTIONS"}))
+        found = endpoint_policy(app, rule.endpoint)
+        rows.append((methods, rule.rule, found.value if found else "UNDECLARED"))
+    return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def current_auth() -> dict | None:
+    return session.get("auth")
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def enforce():
+        if request.endpoint is None:
+            return None  # 404/405 handled by Flask
+        declared = endpoint_policy(app, request.endpoint)
+        if declared is None:
+            abort(404)
+        if declared is Policy.FIRST_FACTOR and not session.get("first_factor"):
+            return redirect(url_for("auth.login"))
+        if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not current_auth():
+            session["next"] = request.full_path if request.method == "GET" else None
+            return redirect(url_for("auth.login"))
+        if declared is Policy.RECENT_STRONG:
+            now = app.extensions["idp.clock"].now()
+            auth_time = dt.datetime.fromtimestamp(current_auth()["auth_time"], dt.UTC)
+            if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:
+                session["next"] = request.full_path if request.method == "GET" else None
+                return redirect(url_for("auth.reauthenticate"))
+        if declared in (Policy.DEVICE, Policy.ADMIN):
+            abort(404)  # no such routes are served yet: nothing reaches them
+        return None

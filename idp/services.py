@@ -1,0 +1,32 @@
+"""Access to the app-wide collaborators (clock, cipher, throttle) from request code."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from idp.clock import Clock
+from idp.config import Settings
+from idp.crypto import DataCipher
+
+
+def clock() -> Clock:
+    return current_app.extensions["idp.clock"]
+
+
+def settings() -> Settings:
+    return current_app.extensions["idp.settings"]
+
+
+def cipher() -> DataCipher:
+    return current_app.extensions["idp.cipher"]
+
+
+def throttle():
+    """Redis when configured (shared, fast), else the database: both shared by processes."""
+    from idp.db import get_db
+    from idp.ratelimit import DatabaseThrottle, RedisThrottle
+
+    client = current_app.extensions.get("idp.redis")
+    if client is not None:
+        return RedisThrottle(client, clock())
+    return DatabaseThrottle(get_db(), clock())

@@ -1,0 +1,54 @@
+"""Shared fixtures: a fresh database per test, an injected clock, a live IdP over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.idp_server import (
+    LiveServer,
+    TestDatabase,
+    build_app,
+    real_now_clock,
+    require_postgres_in_ci,
+)
+
+
+@pytest.fixture(scope="session")
+def test_database(tmp_path_factory):
+    require_postgres_in_ci()
+    database = TestDatabase(tmp_path_factory.mktemp("db"))
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def clock():
+    return real_now_clock()
+
+
+@pytest.fixture
+def database_url(test_database, tmp_path):
+    return test_database.fresh_url(tmp_path)
+
+
+@pytest.fixture
+def app(database_url, tmp_path, clock):
+    application = build_app(database_url, tmp_path, clock)
+    yield application
+    application.extensions["idp.engine"].dispose()
+
+
+@pytest.fixture
+def live_server(app):
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo(live_server):
+    """Seeded demo practitioner and client, with the live server's issuer."""
+    from idp.demo import seed
+
+    with live_server.app.app_context():
+        return seed(rp_url="http://localhost:9999")
