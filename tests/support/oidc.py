@@ -110,11 +110,13 @@ class RelyingParty:
             code_verifier=self.code_verifier,
         )
 
-    def verify_id_token(self, id_token: str, client_id: str) -> dict:
+    def verify_id_token(self, id_token: str, client_id: str, clock=None) -> dict:
+        """Check signature (JWKS) and claims; ``clock`` when the test moved time."""
         jwks = KeySet.import_key_set(requests.get(self.metadata["jwks_uri"]).json())
         header_alg = jwt.decode(id_token, jwks, algorithms=["RS256", "PS256", "ES256"])
         claims = header_alg.claims
         registry = jwt.JWTClaimsRegistry(
+            now=int(clock.now().timestamp()) if clock else None,
             iss={"essential": True, "value": self.issuer},
             aud={"essential": True, "value": client_id},
             nonce={"essential": True, "value": self.nonce},

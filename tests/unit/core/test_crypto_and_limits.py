@@ -1,0 +1,57 @@
+import pytest
+
+from idp.auth import assurance
+from idp.config import ConfigError, Settings, check_keys
+from idp.crypto import DataCipher, DecryptionError, hash_password, verify_password
+from idp.ratelimit import FREE_FAILURES, MAX_DELAY_SECONDS, delay_after
+
+
+def test_cipher_round_trip_and_binding():
+    cipher = DataCipher("k" * 40)
+    sealed = cipher.encrypt(b"seed", aad="totp:1")
+    assert b"seed" not in sealed.encode()
+    assert cipher.decrypt(sealed, aad="totp:1") == b"seed"
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(sealed, aad="totp:2")
+    with pytest.raises(DecryptionError):
+        DataCipher("x" * 40).decrypt(sealed, aad="totp:1")
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(tampered, aad="totp:1")
+
+
+def test_passwords_use_argon2id():
+    stored = hash_password("correct horse battery")
+    assert stored.startswith("$argon2id$")
+    assert verify_password(stored, "correct horse battery")
+    assert not verify_password(stored, "wrong")
+    assert not verify_password(None, "anything")
+
+
+def test_delays_grow_and_are_capped():
+    assert [delay_after(n) for n in range(FREE_FAILURES)] == [0] * FREE_FAILURES
+    delays = [delay_after(n) for n in range(FREE_FAILURES, FREE_FAILURES + 6)]
+    assert delays == sorted(delays) and delays[0] >= 1 and delays[-1] > delays[0]
+    assert delay_after(10_000) == MAX_DELAY_SECONDS
+
+
+def test_short_keys_are_refused(tmp_path):
+    settings = Settings(
+        issuer="https://idp",
+        database_url="sqlite://",
+        redis_url=None,
+        secret_key="short",
+        data_key="d" * 40,
+        env="production",
+        instance_path=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="IDP_SECRET_KEY"):
+        check_keys(settings)
+
+
+def test_assurance_ordering():
+    assert assurance.satisfies("phrh", ["phr"])
+    assert not assurance.satisfies("substantial", ["phr"])
+    assert assurance.satisfies("substantial", ["substantial", "phr"])
+    assert assurance.satisfies("substantial", [])
+    assert assurance.required_level(["phrh", "phr"]) == "phr"
