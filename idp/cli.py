@@ -66,6 +66,14 @@ def serve(host: str, port: int, workers: int) -> None:
         check_keys(settings)
     except ConfigError as exc:
         fail(str(exc))
+    app = make_app()
+    with app.app_context():  # before forking, so workers never race to create keys
+        from idp.db import get_db
+        from idp.oauth.keys import ensure_keys
+        from idp.services import cipher, clock
+
+        ensure_keys(get_db(), cipher=cipher(), clock=clock())
+    app.extensions["idp.engine"].dispose()
     run(host=host, port=port, workers=workers)
 
 

@@ -19,14 +19,20 @@ from idp.clock import Clock
 from idp.models import ThrottleCounter
 
 FREE_FAILURES = 5
+IP_FREE_FAILURES = 50  # a hospital behind one NAT address must not lock out its doctors
 MAX_DELAY_SECONDS = 3600
 COUNTER_TTL_SECONDS = 24 * 3600
 
 
-def delay_after(failures: int) -> int:
-    if failures < FREE_FAILURES:
+def free_failures(key: str) -> int:
+    """Keys are ``<limiter>:<subject>``; limiters ending in ``.ip`` are per client address."""
+    return IP_FREE_FAILURES if key.split(":", 1)[0].endswith(".ip") else FREE_FAILURES
+
+
+def delay_after(failures: int, free: int = FREE_FAILURES) -> int:
+    if failures <= free:
         return 0
-    return min(2 ** (failures - FREE_FAILURES), MAX_DELAY_SECONDS)
+    return min(2 ** (failures - free - 1), MAX_DELAY_SECONDS)
 
 
 class ThrottleUnavailableError(Exception):
@@ -69,7 +75,9 @@ class DatabaseThrottle:
             self._db.add(row)
         row.failures += 1
         row.last_failure_at = now
-        row.blocked_until = now + dt.timedelta(seconds=delay_after(row.failures))
+        row.blocked_until = now + dt.timedelta(
+            seconds=delay_after(row.failures, free_failures(key))
+        )
         self._db.commit()
 
     def reset(self, key: str) -> None:
@@ -100,7 +108,7 @@ class RedisThrottle:
     def hit(self, key: str) -> None:
         name = self._prefix + key
         failures = self._call(self._redis.hincrby, name, "failures", 1)
-        until = self._clock.now().timestamp() + delay_after(failures)
+        until = self._clock.now().timestamp() + delay_after(failures, free_failures(key))
         self._call(self._redis.hset, name, "blocked_until", str(until))
         self._call(self._redis.expire, name, COUNTER_TTL_SECONDS)
 

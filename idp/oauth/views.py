@@ -39,7 +39,7 @@ from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
 from idp.oauth.server import AuthorizationCodeGrant
 from idp.policy import Policy, current_auth, policy
-from idp.services import clock, settings
+from idp.services import cipher, clock, settings
 
 bp = Blueprint("oauth", __name__)
 
@@ -91,7 +91,11 @@ def discovery():
 @bp.get("/jwks.json")
 @policy(Policy.PUBLIC)
 def jwks():
-    response = jsonify(keys.public_jwks(get_db(), clock=clock()))
+    document = keys.public_jwks(get_db(), clock=clock())
+    if not document["keys"]:
+        keys.ensure_keys(get_db(), cipher=cipher(), clock=clock())
+        document = keys.public_jwks(get_db(), clock=clock())
+    response = jsonify(document)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 

@@ -26,15 +26,17 @@ def test_cookie_flags_and_rotation_at_each_login_step(live_server, demo, clock):
     raw = page.headers["Set-Cookie"]
     assert "HttpOnly" in raw and "SameSite=Lax" in raw and "Path=/" in raw
     before = session_cookie(agent)
-    page = agent.post("/login", {"identifier": demo["username"], "password": demo["password"]},
-                      page.text)
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
     after_password = session_cookie(agent)
     agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
     after_totp = session_cookie(agent)
     assert len({before, after_password, after_totp}) == 3
     # The old ids are dead: replaying the pre-login cookie gives no account access.
-    stale = requests.get(f"{live_server.url}/account", cookies={"idp_session": after_password},
-                         allow_redirects=False)
+    stale = requests.get(
+        f"{live_server.url}/account", cookies={"idp_session": after_password}, allow_redirects=False
+    )
     assert stale.status_code == 302
 
 
@@ -76,8 +78,9 @@ def test_logout_destroys_the_server_side_session(live_server, demo, clock):
     sid = session_cookie(agent)
     page = agent.get("/logout")
     agent.post("/logout", {}, page.text)
-    replay = requests.get(f"{live_server.url}/account", cookies={"idp_session": sid},
-                          allow_redirects=False)
+    replay = requests.get(
+        f"{live_server.url}/account", cookies={"idp_session": sid}, allow_redirects=False
+    )
     assert replay.status_code == 302
 
 
@@ -89,8 +92,11 @@ def test_security_headers(live_server, demo):
     assert login.headers["Cache-Control"] == "no-store"
     assert login.headers["Referrer-Policy"] == "no-referrer"
     assert "<script>" not in login.text and " onclick=" not in login.text
-    token = requests.post(f"{live_server.url}/token", data={"grant_type": "authorization_code"},
-                          auth=(demo["client_id"], demo["client_secret"]))
+    token = requests.post(
+        f"{live_server.url}/token",
+        data={"grant_type": "authorization_code"},
+        auth=(demo["client_id"], demo["client_secret"]),
+    )
     assert token.headers["Cache-Control"] == "no-store"
 
 
@@ -117,15 +123,20 @@ def test_audit_trail_is_append_only_and_records_the_journey(live_server, demo, c
     agent.login_password(demo["username"], "wrong password!!")
     rp = RelyingParty(live_server.url, demo["client_id"], demo["client_secret"], REDIRECT)
     page = agent.get(rp.authorization_url())
-    page = agent.post("/login", {"identifier": demo["username"], "password": demo["password"]},
-                      page.text)
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
     callback = agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
     rp.exchange(callback.headers["Location"])
     with live_server.app.app_context():
         db = get_db()
         events = [e.event for e in db.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars()]
-        for expected in ("auth:password:failed", "auth:password:succeeded",
-                         "auth:totp:succeeded", "oauth:token:issued"):
+        for expected in (
+            "auth:password:failed",
+            "auth:password:succeeded",
+            "auth:totp:succeeded",
+            "oauth:token:issued",
+        ):
             assert expected in events
         entry = db.execute(
             select(AuditEvent).where(AuditEvent.event == "auth:password:failed")
@@ -152,9 +163,16 @@ def test_secrets_are_not_stored_in_clear(live_server, demo):
             assert '"d"' not in key.private_jwk_encrypted and key.private_jwk_encrypted[:3] == "v1."
 
 
-@pytest.mark.parametrize("path", ["/authorize?client_id=%00&response_type=code",
-                                  "/authorize?response_type=token&client_id=demo-rp",
-                                  "/enrol/garbage", "/nowhere", "/userinfo"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/authorize?client_id=%00&response_type=code",
+        "/authorize?response_type=token&client_id=demo-rp",
+        "/enrol/garbage",
+        "/nowhere",
+        "/userinfo",
+    ],
+)
 def test_bad_input_gets_a_clear_error_not_a_trace(live_server, demo, path):
     response = requests.get(live_server.url + path, allow_redirects=False)
     assert 400 <= response.status_code < 500 or response.status_code == 302

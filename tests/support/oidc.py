@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pyotp
 import requests
@@ -51,7 +51,7 @@ class UserAgent:
                 break
             if location.startswith(self.stop_prefix):
                 break
-            response = self.http.get(self._abs(location), allow_redirects=False)
+            response = self.http.get(urljoin(response.url, location), allow_redirects=False)
         self.last = response
         return response
 

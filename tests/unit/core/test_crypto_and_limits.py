@@ -29,8 +29,8 @@ def test_passwords_use_argon2id():
 
 
 def test_delays_grow_and_are_capped():
-    assert [delay_after(n) for n in range(FREE_FAILURES)] == [0] * FREE_FAILURES
-    delays = [delay_after(n) for n in range(FREE_FAILURES, FREE_FAILURES + 6)]
+    assert [delay_after(n) for n in range(FREE_FAILURES + 1)] == [0] * (FREE_FAILURES + 1)
+    delays = [delay_after(n) for n in range(FREE_FAILURES + 1, FREE_FAILURES + 7)]
     assert delays == sorted(delays) and delays[0] >= 1 and delays[-1] > delays[0]
     assert delay_after(10_000) == MAX_DELAY_SECONDS
 
@@ -55,3 +55,11 @@ def test_assurance_ordering():
     assert assurance.satisfies("substantial", ["substantial", "phr"])
     assert assurance.satisfies("substantial", [])
     assert assurance.required_level(["phrh", "phr"]) == "phr"
+
+
+def test_address_limits_are_looser_than_account_limits():
+    from idp.ratelimit import IP_FREE_FAILURES, free_failures
+
+    assert free_failures("login.ip:10.0.0.1") == IP_FREE_FAILURES > FREE_FAILURES
+    assert free_failures("login.user:42") == FREE_FAILURES
+    assert free_failures("2fa.ip:::1") == IP_FREE_FAILURES

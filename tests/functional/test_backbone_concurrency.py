@@ -1,0 +1,91 @@
+"""Single-use things under real concurrency: exactly one of two racing requests wins."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from sqlalchemy import select
+
+from idp.auth import service
+from idp.db import get_db
+from idp.factors import totp
+from idp.models import Practitioner
+from idp.services import cipher, throttle
+from idp.services import clock as app_clock
+from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
+
+REDIRECT = "http://localhost:9999/callback"
+
+
+def race(n, target):
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(index):
+        barrier.wait()
+        results[index] = target()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_same_totp_code_twice_at_once_succeeds_exactly_once(live_server, demo, clock):
+    app = live_server.app
+
+    def attempt(code):
+        with app.app_context():
+            db = get_db()
+            practitioner = db.execute(
+                select(Practitioner).where(Practitioner.rpps == demo["username"])
+            ).scalar_one()
+            try:
+                service.check_totp(
+                    db,
+                    practitioner=practitioner,
+                    code=code,
+                    ip="10.1.1.1",
+                    throttle=throttle(),
+                    clock=app_clock(),
+                    cipher=cipher(),
+                )
+                return "ok"
+            except totp.ReplayedCodeError:
+                return "replay"
+
+    for _round in range(5):
+        clock.advance(30)
+        code = totp_now(demo["totp_secret"], clock)
+        results = race(2, lambda code=code: attempt(code))
+        assert sorted(results) == ["ok", "replay"], results
+
+
+def test_same_code_redeemed_twice_at_once_gives_one_token(live_server, demo, clock):
+    for _round in range(3):
+        rp = RelyingParty(live_server.url, demo["client_id"], demo["client_secret"], REDIRECT)
+        agent = UserAgent(live_server.url)
+        page = agent.get(rp.authorization_url())
+        page = agent.post(
+            "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+        )
+        clock.advance(30)
+        callback = agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
+        code = query_of(callback.headers["Location"])["code"][0]
+
+        def redeem(code=code, rp=rp):
+            return requests.post(
+                rp.metadata["token_endpoint"],
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": REDIRECT,
+                    "code_verifier": rp.code_verifier,
+                },
+                auth=(demo["client_id"], demo["client_secret"]),
+            ).status_code
+
+        assert sorted(race(2, redeem)) == [200, 400]

@@ -1,0 +1,123 @@
+"""Invitation, password choice, TOTP enrolment, and self-service factor changes."""
+
+from __future__ import annotations
+
+import re
+
+import pyotp
+from sqlalchemy import select
+
+from idp.accounts import service
+from idp.db import get_db
+from idp.models import AuditEvent, Practitioner
+from idp.services import clock as app_clock
+from tests.support.oidc import UserAgent, totp_now
+
+RPPS = "10000000017"
+
+
+def invite(live_server) -> str:
+    with live_server.app.app_context():
+        db = get_db()
+        practitioner = service.create_practitioner(
+            db,
+            rpps=RPPS,
+            given_name="Léa",
+            family_name="Durand",
+            profession_code="21",
+            email="lea.durand@example.fr",
+            clock=app_clock(),
+        )
+        token = service.create_invitation(db, practitioner=practitioner, clock=app_clock())
+        db.commit()
+        return token
+
+
+def secret_from(page_text: str) -> str:
+    return (
+        re.search(r'<code class="secret">([A-Z2-7 ]+)</code>', page_text).group(1).replace(" ", "")
+    )
+
+
+def enrol(live_server, clock, token):
+    agent = UserAgent(live_server.url)
+    page = agent.get(f"/enrol/{token}")
+    assert page.status_code == 200 and 'autocomplete="new-password"' in page.text
+    password = "un mot de passe assez long"
+    setup = agent.post(f"/enrol/{token}", {"password": password, "confirm": password}, page.text)
+    assert 'src="data:image/svg+xml' in setup.text
+    secret = secret_from(setup.text)
+    return agent, setup, secret, password
+
+
+def test_invitation_to_active_account(live_server, clock):
+    token = invite(live_server)
+    agent, setup, secret, password = enrol(live_server, clock, token)
+    # Before confirmation the practitioner cannot log in: status is still invited.
+    other = UserAgent(live_server.url)
+    assert other.login_password(RPPS, password).status_code == 403
+    wrong = agent.post(
+        "/enrol/totp",
+        {"code": "000000" if pyotp.TOTP(secret).at(clock.now()) != "000000" else "111111"},
+        setup.text,
+    )
+    assert wrong.status_code == 400
+    done = agent.post("/enrol/totp", {"code": pyotp.TOTP(secret).at(clock.now())}, wrong.text)
+    assert done.status_code == 200 and "Léa" in done.text  # landed on the account page
+    assert UserAgent(live_server.url).get(f"/enrol/{token}").status_code == 404  # single use
+    clock.advance(30)
+    again = UserAgent(live_server.url)
+    page = again.login_password("lea.durand@example.fr", password)
+    landed = again.submit_totp(pyotp.TOTP(secret).at(clock.now()), page)
+    assert landed.status_code == 200 and landed.url.endswith("/account")
+    with live_server.app.app_context():
+        practitioner = (
+            get_db().execute(select(Practitioner).where(Practitioner.rpps == RPPS)).scalar_one()
+        )
+        assert practitioner.status == "active"
+        assert practitioner.password_hash.startswith("$argon2id$")
+
+
+def test_expired_invitation(live_server, clock):
+    token = invite(live_server)
+    clock.advance(days=4)
+    response = UserAgent(live_server.url).get(f"/enrol/{token}")
+    assert response.status_code == 404 and "Traceback" not in response.text
+
+
+def login(live_server, demo, clock):
+    agent = UserAgent(live_server.url)
+    page = agent.login_password(demo["username"], demo["password"])
+    agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
+    return agent
+
+
+def test_adding_a_factor_needs_a_recent_login(live_server, demo, clock):
+    agent = login(live_server, demo, clock)
+    clock.advance(6 * 60)
+    stale = agent.http.get(f"{live_server.url}/account/totp/add", allow_redirects=False)
+    assert stale.status_code == 302 and "reauthenticate" in stale.headers["Location"]
+    relogin = agent.get("/account/totp/add")
+    assert 'name="password"' in relogin.text  # back to the login form
+    relogin = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, relogin.text
+    )
+    setup = agent.submit_totp(totp_now(demo["totp_secret"], clock), relogin)
+    assert setup.status_code == 200 and "data:image/svg+xml" in setup.text
+    secret = secret_from(setup.text)
+    clock.advance(30)
+    done = agent.post("/account/totp/add", {"code": pyotp.TOTP(secret).at(clock.now())}, setup.text)
+    assert done.status_code == 200
+    assert len(re.findall(r"/account/totp/\d+/remove", done.text)) == 2
+    with live_server.app.app_context():
+        events = [e.event for e in get_db().execute(select(AuditEvent)).scalars()]
+        assert "account:two_factor:method_added" in events
+
+
+def test_last_factor_cannot_be_removed(live_server, demo, clock):
+    agent = login(live_server, demo, clock)
+    account = agent.get("/account")
+    action = re.search(r'action="(/account/totp/\d+/remove)"', account.text).group(1)
+    refused = agent.post(action, {}, account.text)
+    assert refused.status_code == 409
+    assert "/account/totp/" in agent.get("/account").text

@@ -1,0 +1,191 @@
+"""The operator command line (a contract) and the demo relying party."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+from werkzeug.serving import make_server
+
+from tests.support.oidc import UserAgent, totp_now
+
+
+def run_idp(*args, env_extra=None, tmp_path=None, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update({"IDP_INSTANCE_PATH": str(tmp_path), "IDP_ENV": "development"})
+    env.update(env_extra or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "idp.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_db_upgrade_seed_demo_and_client_add(tmp_path):
+    assert "up to date" in run_idp("db", "upgrade", tmp_path=tmp_path).stdout
+    first = json.loads(run_idp("seed-demo", "--json", tmp_path=tmp_path).stdout)
+    second = json.loads(run_idp("seed-demo", "--json", tmp_path=tmp_path).stdout)
+    assert first == second  # idempotent
+    for key in (
+        "issuer",
+        "client_id",
+        "client_secret",
+        "redirect_uri",
+        "username",
+        "password",
+        "totp_secret",
+    ):
+        assert first[key]
+    added = json.loads(
+        run_idp(
+            "client",
+            "add",
+            "--name",
+            "Pharmacie",
+            "--redirect-uri",
+            "https://app.example/cb",
+            tmp_path=tmp_path,
+        ).stdout
+    )
+    assert added["client_id"] and len(added["client_secret"]) >= 40
+    refused = run_idp(
+        "client",
+        "add",
+        "--name",
+        "Bad",
+        "--redirect-uri",
+        "http://evil.example/cb",
+        tmp_path=tmp_path,
+        check=False,
+    )
+    assert refused.returncode == 2 and "https" in refused.stderr
+    invited = json.loads(
+        run_idp(
+            "practitioner",
+            "add",
+            "--rpps",
+            "10000000017",
+            "--given-name",
+            "Léa",
+            "--family-name",
+            "Durand",
+            "--profession",
+            "21",
+            "--email",
+            "lea@example.fr",
+            tmp_path=tmp_path,
+        ).stdout
+    )
+    assert invited["status"] == "invited" and "/enrol/" in invited["enrolment_url"]
+    duplicate = run_idp(
+        "practitioner",
+        "add",
+        "--rpps",
+        "10000000017",
+        "--given-name",
+        "X",
+        "--family-name",
+        "Y",
+        "--email",
+        "other@example.fr",
+        tmp_path=tmp_path,
+        check=False,
+    )
+    assert duplicate.returncode == 2 and "Traceback" not in duplicate.stderr
+
+
+def test_routes_inventory(tmp_path):
+    out = run_idp("routes", tmp_path=tmp_path).stdout
+    assert "/token" in out and "client" in out and "UNDECLARED" not in out
+
+
+def test_serve_refuses_missing_keys_outside_development(tmp_path):
+    result = run_idp("serve", tmp_path=tmp_path, env_extra={"IDP_ENV": "production"}, check=False)
+    assert result.returncode == 2 and "IDP_SECRET_KEY" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_runs_gunicorn_workers(tmp_path):
+    port = free_port()
+    keys = {
+        "IDP_ENV": "production",
+        "IDP_SECRET_KEY": "k" * 64,
+        "IDP_DATA_KEY": "d" * 64,
+        "IDP_ISSUER": f"http://localhost:{port}",
+    }
+    run_idp("db", "upgrade", tmp_path=tmp_path, env_extra=keys)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(keys, IDP_INSTANCE_PATH=str(tmp_path))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                meta = requests.get(
+                    f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=1
+                )
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert meta.json()["issuer"] == f"http://localhost:{port}"
+        assert (
+            len(
+                requests.get(meta.json()["jwks_uri"].replace("localhost", "127.0.0.1")).json()[
+                    "keys"
+                ]
+            )
+            >= 2
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypatch):
+    from idp.demo import seed
+    from idp.demo_rp import create_rp_app
+
+    port = free_port()
+    with live_server.app.app_context():
+        demo = seed(rp_url=f"http://localhost:{port}")
+    monkeypatch.setenv("IDP_ISSUER", live_server.url)
+    monkeypatch.setenv("DEMO_RP_CLIENT_ID", demo["client_id"])
+    monkeypatch.setenv("DEMO_RP_CLIENT_SECRET", demo["client_secret"])
+    monkeypatch.setenv("DEMO_RP_URL", f"http://localhost:{port}")
+    rp_server = make_server("127.0.0.1", port, create_rp_app(), threaded=True)
+    thread = threading.Thread(target=rp_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        agent = UserAgent(live_server.url, client_redirect_prefix="never://")
+        home = agent.get(f"http://localhost:{port}/")
+        assert "Se connecter" in home.text
+        page = agent.get(f"http://localhost:{port}/login")
+        page = agent.post(
+            "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+        )
+        result = agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
+        assert result.url.startswith(f"http://localhost:{port}/")
+        assert "substantial" in result.text and "mfa" in result.text
+        assert demo["username"] in result.text
+    finally:
+        rp_server.shutdown()
