@@ -8,6 +8,7 @@ verify tokens signed just before.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 
 from joserfc.jwk import ECKey, RSAKey, import_key
@@ -77,16 +78,27 @@ def rotate_keys(db: Session, *, cipher: DataCipher, clock: Clock) -> list[str]:
     return created
 
 
-def signing_key(db: Session, *, alg: str, cipher: DataCipher, clock: Clock):
-    """(kid, joserfc private key) for ``alg``."""
+def signing_row(db: Session, *, alg: str, cipher: DataCipher, clock: Clock) -> SigningKey:
     if alg not in ALGORITHMS:
         raise UnsupportedAlgorithmError(alg)
     row = active_key(db, ALGORITHMS[alg])
     if row is None:
         ensure_keys(db, cipher=cipher, clock=clock)
         row = active_key(db, ALGORITHMS[alg])
-    jwk = json.loads(cipher.decrypt(row.private_jwk_encrypted, aad=_aad(row.kid)))
-    return row.kid, import_key(jwk)
+    return row
+
+
+def signing_key(db: Session, *, alg: str, cipher: DataCipher, clock: Clock):
+    """(kid, joserfc private key) for ``alg``."""
+    row = signing_row(db, alg=alg, cipher=cipher, clock=clock)
+    return row.kid, _import_private(row.kid, row.private_jwk_encrypted, cipher)
+
+
+@functools.lru_cache(maxsize=16)
+def _import_private(kid: str, encrypted: str, cipher: DataCipher):
+    """Loading an RSA key runs a consistency check costing tens of milliseconds: do it once
+    per process. Keyed by the ciphertext, so a rotated or replaced key is never served."""
+    return import_key(json.loads(cipher.decrypt(encrypted, aad=_aad(kid))))
 
 
 def public_jwks(db: Session, *, clock: Clock) -> dict:

@@ -177,10 +177,9 @@ class ProviderOpenIDCode(OpenIDCode):
         return key
 
     def get_encode_header(self, client: OAuthClient) -> dict:
-        kid, _key = keys.signing_key(
-            get_db(), alg=self.get_client_algorithm(client), cipher=cipher(), clock=clock()
-        )
-        return {"alg": self.get_client_algorithm(client), "kid": kid, "typ": "JWT"}
+        alg = self.get_client_algorithm(client)
+        row = keys.signing_row(get_db(), alg=alg, cipher=cipher(), clock=clock())
+        return {"alg": alg, "kid": row.kid, "typ": "JWT"}
 
     def get_client_claims(self, client: OAuthClient) -> dict:
         now = int(clock().now().timestamp())
