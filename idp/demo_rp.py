@@ -19,6 +19,10 @@ border-radius:.3rem;text-decoration:none}} pre{{background:#f4f7fa;padding:1rem;
 </style></head><body><h1>Portail de démonstration</h1>{body}</body></html>"""
 
 
+def pretty(data: dict) -> str:
+    return html.escape(json.dumps(data, ensure_ascii=False, indent=2))
+
+
 def create_rp_app() -> Flask:
     app = Flask(__name__)
     app.config.update(
@@ -46,8 +50,7 @@ def create_rp_app() -> Flask:
             shown = {k: user.get(k) for k in ("name", "rpps", "profession", "acr", "amr")}
             body = (
                 f"<p>Bonjour {html.escape(str(user.get('name', '')))}.</p>"
-                f"<pre>{html.escape(json.dumps(shown, ensure_ascii=False, indent=2))}</pre>"
-                f"<h2>ID token</h2><pre>{html.escape(json.dumps(user, indent=2))}</pre>"
+                f"<pre>{pretty(shown)}</pre><h2>ID token</h2><pre>{pretty(user)}</pre>"
                 '<p><a href="/logout">Se déconnecter de l\'application</a></p>'
             )
         return PAGE.format(body=body)
@@ -74,7 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args()
-    create_rp_app().run(host="127.0.0.1", port=args.port)
+    from idp.wsgi_server import run
+
+    run(host="127.0.0.1", port=args.port, workers=1, factory=create_rp_app)
 
 
 if __name__ == "__main__":

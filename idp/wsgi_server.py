@@ -6,8 +6,9 @@ from gunicorn.app.base import BaseApplication
 
 
 class IdPServer(BaseApplication):
-    def __init__(self, options: dict) -> None:
+    def __init__(self, options: dict, factory=None) -> None:
         self.options = options
+        self.factory = factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -15,12 +16,14 @@ class IdPServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        if self.factory is not None:
+            return self.factory()
         from idp import create_app
 
         return create_app()
 
 
-def run(*, host: str, port: int, workers: int) -> None:
+def run(*, host: str, port: int, workers: int, factory=None) -> None:
     IdPServer(
         {
             "bind": f"{host}:{port}",
@@ -28,5 +31,6 @@ def run(*, host: str, port: int, workers: int) -> None:
             "accesslog": "-",
             "forwarded_allow_ips": "127.0.0.1",
             "timeout": 30,
-        }
+        },
+        factory,
     ).run()
