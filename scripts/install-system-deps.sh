@@ -2,7 +2,7 @@
 # Debian packages the test suite drives for real: Chromium (WebAuthn), SoftHSM2 and OpenSC
 # (PKCS#11 smart cards), nginx (TLS client certificates). Installs only what is missing.
 set -eu
-PACKAGES="chromium softhsm2 opensc nginx"
+PACKAGES="chromium softhsm2 opensc nginx curl libengine-pkcs11-openssl"
 missing=""
 for pkg in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

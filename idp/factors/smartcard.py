@@ -89,6 +89,12 @@ class UnsupportedIdentifierError(SmartcardVerificationError):
     code = "unsupported_identifier"
 
 
+class MechanismRefusedError(SmartcardVerificationError):
+    """A known mechanism this deployment does not accept (``CardPolicy.mechanisms``)."""
+
+    code = "mechanism_refused"
+
+
 class TestCardRefusedError(SmartcardVerificationError):
     __test__ = False  # not a pytest test class, despite the name
     code = "test_card_refused"
@@ -105,6 +111,7 @@ class CardPolicy:
     require_client_auth_eku: bool = True
     crl_fail_closed: bool = True
     require_ca_crls: bool = False
+    mechanisms: frozenset[str] = SUPPORTED_MECHANISMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +162,8 @@ def verify_card_login(
         raise MalformedSubmissionError("input too large")
     if mechanism not in SUPPORTED_MECHANISMS:
         raise MalformedSubmissionError(f"unsupported mechanism {mechanism!r}")
+    if mechanism not in policy.mechanisms:
+        raise MechanismRefusedError(f"mechanism {mechanism} not accepted here")
     identity, certificate = _verify_certificate(
         certificate_der=certificate_der,
         trust_anchors=trust_anchors,
@@ -232,14 +241,13 @@ def _verify_certificate(
     now: dt.datetime,
     policy: CardPolicy,
 ) -> tuple[CardIdentity, x509.Certificate]:
-    certificate = _load_certificate(certificate_der)
-    _check_validity(certificate=certificate, now=now)
-    chain = _build_chain(
-        certificate=certificate,
+    chain = verified_chain(
+        certificate_der=certificate_der,
         trust_anchors=trust_anchors,
         intermediates=intermediates,
         now=now,
     )
+    certificate = chain[0]
     if policy.production:
         _refuse_test_chain(chain)
     if policy.require_digital_signature:
@@ -251,6 +259,37 @@ def _verify_certificate(
     if policy.production and identity.rpps.startswith(TEST_RPPS_PREFIX):
         raise TestCardRefusedError(f"test RPPS number {identity.rpps}")
     return identity, certificate
+
+
+def verified_chain(
+    *,
+    certificate_der: bytes,
+    trust_anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate] = (),
+    now: dt.datetime,
+) -> list[x509.Certificate]:
+    """Leaf first, anchor last, validity checked: only then may its CRL URLs be fetched."""
+    certificate = _load_certificate(certificate_der)
+    _check_validity(certificate=certificate, now=now)
+    return _build_chain(
+        certificate=certificate,
+        trust_anchors=trust_anchors,
+        intermediates=intermediates,
+        now=now,
+    )
+
+
+def is_crl_signed_by(*, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Same issuer name AND a valid signature: a CRL nobody can vouch for is no CRL."""
+    if crl.issuer != issuer.subject:
+        return False
+    public_key = issuer.public_key()
+    return crl.is_signature_valid(public_key)  # type: ignore[arg-type]
+
+
+def is_test_authority(certificate: x509.Certificate) -> bool:
+    """Subject or issuer carries the IGC-Santé test markers (``OU=IGC-SANTE TEST``, ``TEST AC``)."""
+    return any(_is_test_name(name) for name in (certificate.subject, certificate.issuer))
 
 
 def _load_certificate(certificate_der: bytes) -> x509.Certificate:
@@ -302,10 +341,14 @@ def _build_chain(
 def _refuse_test_chain(chain: Sequence[x509.Certificate]) -> None:
     for link in chain:
         for name in (link.subject, link.issuer):
-            units = [a.value for a in name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
-            names = [a.value for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
-            if TEST_CA_UNIT in units or any(str(n).startswith(TEST_CA_PREFIX) for n in names):
+            if _is_test_name(name):
                 raise TestCardRefusedError(f"test CA {name.rfc4514_string()}")
+
+
+def _is_test_name(name: x509.Name) -> bool:
+    units = [a.value for a in name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    names = [a.value for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return TEST_CA_UNIT in units or any(str(n).startswith(TEST_CA_PREFIX) for n in names)
 
 
 def _check_key_usage(certificate: x509.Certificate) -> None:
@@ -342,7 +385,7 @@ def _check_revocation(
     policy fails open. Intermediates without a CRL pass unless ``require_ca_crls``.
     """
     for position, (subject, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
-        issued = [crl for crl in crls if _is_crl_from(crl=crl, issuer=issuer)]
+        issued = [crl for crl in crls if is_crl_signed_by(crl=crl, issuer=issuer)]
         for crl in issued:
             if crl.get_revoked_certificate_by_serial_number(subject.serial_number) is not None:
                 raise CertificateRevokedError(f"serial {subject.serial_number:x}")
@@ -353,14 +396,6 @@ def _check_revocation(
             continue
         if not any(_is_fresh(crl=crl, now=now) for crl in issued) and policy.crl_fail_closed:
             raise CrlStaleError(f"CRL from {issuer.subject.rfc4514_string()} is out of date")
-
-
-def _is_crl_from(*, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """Same issuer name AND a valid signature: a CRL nobody can vouch for is no CRL."""
-    if crl.issuer != issuer.subject:
-        return False
-    public_key = issuer.public_key()
-    return crl.is_signature_valid(public_key)  # type: ignore[arg-type]
 
 
 def _is_fresh(*, crl: x509.CertificateRevocationList, now: dt.datetime) -> bool:

@@ -61,18 +61,31 @@ class Pki:
 
     root: Authority
     intermediate: Authority
+    crl_url_template: str = CRL_URL
 
     def issue(self, **kwargs) -> CardCertificate:
+        kwargs.setdefault("crl_url_template", self.crl_url_template)
         return issue_card_certificate(issuer=self.intermediate, **kwargs)
+
+    def crl_url(self, authority: Authority) -> str:
+        """Where certificates issued by ``authority`` say its CRL lives."""
+        return crl_url_for(authority, template=self.crl_url_template)
 
     def crl(self, **kwargs) -> x509.CertificateRevocationList:
         return make_crl(issuer=self.intermediate, **kwargs)
 
 
-def make_pki(*, level: str = "STANDARD", test: bool = True) -> Pki:
-    """Root + intermediate; ``test=False`` looks like production (no TEST markers)."""
+def make_pki(*, level: str = "STANDARD", test: bool = True, crl_url_template: str = CRL_URL) -> Pki:
+    """Root + intermediate; ``test=False`` looks like production (no TEST markers).
+
+    ``crl_url_template`` (``{name}`` = the issuer's CN, slugged) points the CRL distribution
+    points at a test server.
+    """
     root = make_root(level=level, test=test)
-    return Pki(root=root, intermediate=make_intermediate(parent=root, level=level, test=test))
+    intermediate = make_intermediate(
+        parent=root, level=level, test=test, crl_url_template=crl_url_template
+    )
+    return Pki(root=root, intermediate=intermediate, crl_url_template=crl_url_template)
 
 
 def ca_name(*, common_name: str, test: bool) -> x509.Name:
@@ -124,7 +137,12 @@ def make_root(
 
 
 def make_intermediate(
-    *, parent: Authority, level: str = "STANDARD", test: bool = True, **validity: dt.datetime
+    *,
+    parent: Authority,
+    level: str = "STANDARD",
+    test: bool = True,
+    crl_url_template: str = CRL_URL,
+    **validity: dt.datetime,
 ) -> Authority:
     """``AC IGC-SANTE <level> PERSONNES`` signed by ``parent``."""
     key = new_key()
@@ -136,7 +154,7 @@ def make_intermediate(
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(_aki(parent), critical=False)
-        .add_extension(_crl_distribution(parent), critical=False)
+        .add_extension(_crl_distribution(parent, template=crl_url_template), critical=False)
     )
     if "not_valid_after" not in validity:
         builder = builder.not_valid_after(CA_VALID_UNTIL - dt.timedelta(days=1))
@@ -158,6 +176,7 @@ def issue_card_certificate(
     extended_key_usage: tuple[x509.ObjectIdentifier, ...] = (
         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
     ),
+    crl_url_template: str = CRL_URL,
 ) -> CardCertificate:
     """A practitioner auth certificate (or, with ``signature_usage``, the signature one)."""
     key = None
@@ -179,7 +198,7 @@ def issue_card_certificate(
         .add_extension(usage, critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), critical=False)
         .add_extension(_aki(issuer), critical=False)
-        .add_extension(_crl_distribution(issuer), critical=False)
+        .add_extension(_crl_distribution(issuer, template=crl_url_template), critical=False)
     )
     return CardCertificate(certificate=builder.sign(issuer.key, hashes.SHA256()), key=key)
 
@@ -244,9 +263,41 @@ def _aki(issuer: Authority) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
 
 
-def _crl_distribution(issuer: Authority) -> x509.CRLDistributionPoints:
+def crl_url_for(issuer: Authority, *, template: str = CRL_URL) -> str:
     common_name = issuer.name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    url = CRL_URL.format(name=str(common_name).replace(" ", "-").lower())
+    return template.format(name=str(common_name).replace(" ", "-").lower())
+
+
+def issue_server_certificate(
+    *, issuer: Authority, hostnames: tuple[str, ...] = ("localhost",), addresses=("127.0.0.1",)
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """A TLS server certificate (for the reverse proxy in front of the IdP under test)."""
+    import ipaddress
+
+    key = new_key()
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
+    builder = (
+        _base_builder(
+            subject=subject,
+            issuer=issuer.name,
+            public_key=key.public_key(),
+            not_valid_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+            not_valid_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(_aki(issuer), critical=False)
+    )
+    return builder.sign(issuer.key, hashes.SHA256()), key
+
+
+def _crl_distribution(issuer: Authority, *, template: str = CRL_URL) -> x509.CRLDistributionPoints:
+    url = crl_url_for(issuer, template=template)
     return x509.CRLDistributionPoints(
         [
             x509.DistributionPoint(

@@ -243,6 +243,20 @@ def test_pkcs1_signature_presented_as_pss(practitioner, test_pki):
         verify(practitioner, test_pki, mechanism="SHA256_RSA_PKCS_PSS")
 
 
+def test_mechanism_the_deployment_does_not_accept(practitioner, test_pki):
+    pkcs1_only = v.CardPolicy(production=False, mechanisms=frozenset({"SHA256_RSA_PKCS"}))
+    pss = "SHA256_RSA_PKCS_PSS"
+
+    with pytest.raises(v.MechanismRefusedError):
+        verify(
+            practitioner,
+            test_pki,
+            mechanism=pss,
+            signature=sign(practitioner.key, payload(), pss),
+            policy=pkcs1_only,
+        )
+
+
 def test_unknown_identifier_type(test_pki):
     adeli = test_pki.issue(id_nat="0751234567")
 
