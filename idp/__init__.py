@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from idp import db, headers, i18n, policy
 from idp.clock import SystemClock
-from idp.config import Settings, check_keys, load_settings
+from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key
 from idp.ratelimit import ThrottleUnavailableError
 from idp.sessions import DatabaseStore, RedisStore, ServerSessionInterface
@@ -25,6 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings: Settings = test_config.pop("SETTINGS", None) or load_settings()
     check_keys(settings)
+    check_webauthn(settings)
     app = Flask(
         __name__,
         template_folder=str(ROOT / "templates"),
@@ -62,13 +63,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     from idp.accounts.views import bp as accounts_bp
     from idp.auth.views import bp as auth_bp
+    from idp.auth.webauthn_views import bp as webauthn_bp
     from idp.oauth.server import create_server
     from idp.oauth.views import bp as oauth_bp
     from idp.views import bp as site_bp
 
     app.extensions["idp.oauth_server"] = create_server(app)
     csrf.exempt(oauth_bp)  # client endpoints; the consent POST checks its token itself
-    for blueprint in (site_bp, auth_bp, accounts_bp, oauth_bp):
+    for blueprint in (site_bp, auth_bp, webauthn_bp, accounts_bp, oauth_bp):
         app.register_blueprint(blueprint)
 
 

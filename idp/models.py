@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -66,6 +67,10 @@ class Practitioner(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default=PractitionerStatus.INVITED)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # WebAuthn user.id: random and opaque (no RPPS, no e-mail), made at the first registration.
+    webauthn_user_handle: Mapped[bytes | None] = mapped_column(
+        LargeBinary(64), unique=True, index=True
+    )
 
     totp_devices: Mapped[list[TotpDevice]] = relationship(back_populates="practitioner")
 
@@ -274,3 +279,50 @@ class AuditEvent(Base):
     @property
     def details(self) -> dict:
         return json.loads(self.details_json)
+
+
+class WebAuthnCredential(Base):
+    """A security key or passkey (WA-04). Never deleted: removal and clone flags are dated
+    (NIST-12), and a removed credential id stays taken (WA-03)."""
+
+    __tablename__ = "webauthn_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary())
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    aaguid: Mapped[str] = mapped_column(String(36))
+    transports: Mapped[str] = mapped_column(String(200), default="")
+    backup_eligible: Mapped[bool] = mapped_column(Boolean)
+    backup_state: Mapped[bool] = mapped_column(Boolean)
+    hardware_bound: Mapped[bool] = mapped_column(Boolean)
+    attestation_fmt: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_ip: Mapped[str | None] = mapped_column(String(64))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    flagged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def is_usable(self) -> bool:
+        return self.removed_at is None and self.flagged_at is None
+
+
+class AuthChallenge(Base):
+    """A single-use, expiring challenge for any factor ceremony (WebAuthn, smart card).
+
+    The id goes into the browser session; ``idp.challenges.consume`` claims the row in one
+    UPDATE before anything is verified.
+    """
+
+    __tablename__ = "auth_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    practitioner_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -11,7 +11,8 @@ import datetime as dt
 from collections.abc import Callable
 from enum import StrEnum
 
-from flask import Flask, abort, redirect, request, session, url_for
+from flask import Flask, abort, jsonify, redirect, request, session, url_for
+from flask_babel import gettext as _
 
 RECENT_STRONG_SECONDS = 5 * 60
 
@@ -60,6 +61,17 @@ def current_auth() -> dict | None:
     return session.get("auth")
 
 
+def wants_json() -> bool:
+    """Script calls (WebAuthn options) ask for JSON: a login page would be unreadable there."""
+    return request.accept_mimetypes.best == "application/json"
+
+
+def json_denied():
+    response = jsonify(error=_("Your session has expired. Reload the page to sign in again."))
+    response.status_code = 401
+    return response
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def enforce():
@@ -69,14 +81,18 @@ def init_app(app: Flask) -> None:
         if declared is None:
             abort(404)
         if declared is Policy.FIRST_FACTOR and not session.get("first_factor"):
-            return redirect(url_for("auth.login"))
+            return json_denied() if wants_json() else redirect(url_for("auth.login"))
         if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not current_auth():
+            if wants_json():
+                return json_denied()
             session["next"] = request.full_path if request.method == "GET" else None
             return redirect(url_for("auth.login"))
         if declared is Policy.RECENT_STRONG:
             now = app.extensions["idp.clock"].now()
             auth_time = dt.datetime.fromtimestamp(current_auth()["auth_time"], dt.UTC)
             if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:
+                if wants_json():
+                    return json_denied()
                 session["next"] = request.full_path if request.method == "GET" else None
                 return redirect(url_for("auth.reauthenticate"))
         if declared in (Policy.DEVICE, Policy.ADMIN):

@@ -9,7 +9,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.auth.service import active_totp_devices, consume_totp_step, totp_aad
+from idp.auth.service import (
+    active_totp_devices,
+    consume_totp_step,
+    totp_aad,
+    usable_factor_count,
+)
 from idp.clock import Clock
 from idp.crypto import DataCipher, hash_password, hash_token, new_token
 from idp.factors import totp
@@ -203,7 +208,7 @@ def remove_totp_device(db: Session, *, practitioner: Practitioner, device_id: in
     device = next((d for d in devices if d.id == device_id), None)
     if device is None:
         raise AccountError("no such device")
-    if len(devices) <= 1:
+    if usable_factor_count(db, practitioner.id) <= 1:
         raise LastFactorError()
     device.removed_at = clock.now()
     audit.record(

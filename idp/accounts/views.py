@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from idp.accounts import service
+from idp.accounts.webauthn_service import listed_credentials
 from idp.auth import assurance
 from idp.auth.forms import CodeForm, EmptyForm, NewPasswordForm
 from idp.auth.service import Authentication, active_totp_devices
@@ -34,6 +35,7 @@ def home():
         practitioner=practitioner,
         profession=service.PROFESSIONS.get(practitioner.profession_code, ""),
         devices=active_totp_devices(get_db(), practitioner.id),
+        credentials=listed_credentials(get_db(), practitioner_id=practitioner.id),
         auth=current_auth(),
         form=EmptyForm(),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 
@@ -12,7 +12,12 @@ class PasswordLoginForm(FlaskForm):
     identifier = StringField(
         _l("RPPS number or email"),
         validators=[DataRequired(), Length(max=254)],
-        render_kw={"autocomplete": "username", "autocapitalize": "none", "spellcheck": "false"},
+        # "webauthn" lets the browser offer passkeys in the field's autofill (conditional UI).
+        render_kw={
+            "autocomplete": "username webauthn",
+            "autocapitalize": "none",
+            "spellcheck": "false",
+        },
     )
     password = PasswordField(
         _l("Password"),
@@ -44,6 +49,32 @@ class NewPasswordForm(FlaskForm):
         _l("Confirm the password"),
         validators=[DataRequired(), EqualTo("password", message=_l("The passwords differ."))],
         render_kw={"autocomplete": "new-password"},
+    )
+
+
+class CredentialForm(FlaskForm):
+    """The browser's WebAuthn response, filled in by static/js/webauthn.js.
+
+    No length validator: the verifier refuses oversized or malformed payloads itself, and a
+    refusal there is audited and throttled like any other failed attempt.
+    """
+
+    credential = HiddenField(validators=[DataRequired()])
+
+
+class NewCredentialForm(CredentialForm):
+    name = StringField(
+        _l("Name of this key"),
+        validators=[Length(max=64)],
+        render_kw={"autocomplete": "off", "maxlength": "64"},
+    )
+
+
+class CredentialNameForm(FlaskForm):
+    name = StringField(
+        _l("New name"),
+        validators=[DataRequired(), Length(max=64)],
+        render_kw={"autocomplete": "off", "maxlength": "64"},
     )
 
 

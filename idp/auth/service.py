@@ -5,6 +5,7 @@ Views call these functions and only translate the typed errors into pages.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
@@ -15,7 +16,7 @@ from idp.auth import assurance
 from idp.clock import Clock
 from idp.crypto import DataCipher, verify_password
 from idp.factors import totp
-from idp.models import Practitioner, PractitionerStatus, TotpDevice
+from idp.models import Practitioner, PractitionerStatus, TotpDevice, WebAuthnCredential
 from idp.ratelimit import Throttle
 
 
@@ -46,13 +47,20 @@ class Authentication:
 
 def find_practitioner(db: Session, identifier: str) -> Practitioner | None:
     identifier = (identifier or "").strip()
-    if not identifier or len(identifier) > 254:
-        return None
+    if not identifier or len(identifier) > 254 or not identifier.isprintable():
+        return None  # control characters (NUL) never match and must not reach the database
     return db.execute(
         select(Practitioner).where(
             or_(Practitioner.rpps == identifier, Practitioner.email == identifier.lower())
         )
     ).scalar_one_or_none()
+
+
+def unknown_subject(identifier: str) -> str:
+    """Throttle key for an identifier matching no account: hashed, because people do type
+    their password into the identifier field."""
+    normalised = (identifier or "").strip().lower().encode("utf-8", "replace")
+    return "?" + hashlib.sha256(normalised).hexdigest()[:32]
 
 
 def _check_throttles(throttle: Throttle, keys: list[str]) -> None:
@@ -65,7 +73,7 @@ def check_password(
     db: Session, *, identifier: str, password: str, ip: str, throttle: Throttle
 ) -> Practitioner:
     practitioner = find_practitioner(db, identifier)
-    user_key = f"login.user:{practitioner.id if practitioner else identifier.strip().lower()}"
+    user_key = f"login.user:{practitioner.id if practitioner else unknown_subject(identifier)}"
     keys = [f"login.ip:{ip}", user_key]
     _check_throttles(throttle, keys)
     stored = practitioner.password_hash if practitioner else None
@@ -101,6 +109,41 @@ def active_totp_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
             )
         ).scalars()
     )
+
+
+def usable_webauthn_credentials(db: Session, practitioner_id: int) -> list[WebAuthnCredential]:
+    """Credentials that can still log in: not removed, not blocked as a possible clone."""
+    return list(
+        db.execute(
+            select(WebAuthnCredential)
+            .where(
+                WebAuthnCredential.practitioner_id == practitioner_id,
+                WebAuthnCredential.removed_at.is_(None),
+                WebAuthnCredential.flagged_at.is_(None),
+            )
+            .order_by(WebAuthnCredential.id)
+        ).scalars()
+    )
+
+
+def webauthn_level(credential: WebAuthnCredential) -> str:
+    """phrh only for an attested key that can never leave its device (NIST-17, AMR-02)."""
+    return assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
+
+
+def usable_factor_count(db: Session, practitioner_id: int) -> int:
+    """Second factors that can still log in; an account must never drop to zero."""
+    return len(active_totp_devices(db, practitioner_id)) + len(
+        usable_webauthn_credentials(db, practitioner_id)
+    )
+
+
+def highest_level(db: Session, practitioner_id: int) -> str | None:
+    """The strongest acr the practitioner's usable factors can reach."""
+    levels = [webauthn_level(c) for c in usable_webauthn_credentials(db, practitioner_id)]
+    if active_totp_devices(db, practitioner_id):
+        levels.append(assurance.SUBSTANTIAL)
+    return max(levels, key=assurance.rank) if levels else None
 
 
 def consume_totp_step(db: Session, *, device: TotpDevice, step: int, clock: Clock) -> bool:

@@ -16,7 +16,9 @@ from idp.services import cipher, clock, throttle
 
 bp = Blueprint("auth", __name__)
 
-FACTOR_LEVELS = {"totp": assurance.SUBSTANTIAL}
+FACTOR_LEVELS = {"totp": assurance.SUBSTANTIAL, "webauthn": assurance.PHISHING_RESISTANT}
+"""Base level of each second factor; an attested hardware-bound key reaches phrh."""
+FACTOR_ENDPOINTS = {"totp": "auth.login_totp", "webauthn": "webauthn.login"}
 
 
 def client_ip() -> str:
@@ -32,6 +34,7 @@ def throttled_page(template: str, form, retry_after: int, **context):
 def complete_login(authentication: service.Authentication) -> None:
     """The only place a browser session becomes authenticated."""
     session.pop("first_factor", None)
+    session.pop("step_up", None)
     session["auth"] = {
         "pid": authentication.practitioner_id,
         "auth_time": int(clock().now().timestamp()),
@@ -52,13 +55,21 @@ def pending_request() -> dict:
     return session.get("authz") or {}
 
 
+def login_context() -> dict:
+    """What login.html shows around the forms (also rendered by the passkey login view)."""
+    return {
+        "client_name": pending_request().get("client_name"),
+        "step_up": bool(session.get("step_up")),
+    }
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @policy(Policy.PUBLIC)
 def login():
     form = PasswordLoginForm()
     if request.method == "GET" and pending_request().get("login_hint"):
         form.identifier.data = pending_request()["login_hint"]
-    context = {"client_name": pending_request().get("client_name")}
+    context = login_context()
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("login.html", form=form, **context), status
@@ -88,11 +99,35 @@ def first_factor_practitioner() -> Practitioner:
     return get_db().get(Practitioner, session["first_factor"]["pid"])
 
 
+def required_acr(practitioner_id: int | None) -> str | None:
+    """The level this login must reach: the client's acr_values, or a pending step-up that
+    binding a new authenticator asked for (NIST-10) when it concerns this practitioner."""
+    levels = [pending_request().get("acr")]
+    step_up = session.get("step_up") or {}
+    if practitioner_id is not None and step_up.get("pid") == practitioner_id:
+        levels.append(step_up.get("acr"))
+    known = [level for level in levels if level in assurance.RANKS]
+    return max(known, key=assurance.rank) if known else None
+
+
+def factor_levels(practitioner_id: int) -> dict[str, str]:
+    """The best level each owned second factor reaches."""
+    db = get_db()
+    levels = {}
+    credentials = service.usable_webauthn_credentials(db, practitioner_id)
+    if credentials:
+        levels["webauthn"] = max(map(service.webauthn_level, credentials), key=assurance.rank)
+    if service.active_totp_devices(db, practitioner_id):
+        levels["totp"] = FACTOR_LEVELS["totp"]
+    return levels
+
+
 def offered_factors(practitioner: Practitioner) -> list[str]:
-    """Factors the practitioner has that reach the level the client asked for."""
-    required = pending_request().get("acr")
-    owned = ["totp"] if service.active_totp_devices(get_db(), practitioner.id) else []
-    return [f for f in owned if assurance.rank(FACTOR_LEVELS[f]) >= assurance.rank(required)]
+    """Factors the practitioner has that reach the required level, strongest first."""
+    required = assurance.rank(required_acr(practitioner.id))
+    owned = factor_levels(practitioner.id)
+    ranked = sorted(owned, key=lambda f: assurance.rank(owned[f]), reverse=True)
+    return [f for f in ranked if assurance.rank(owned[f]) >= required]
 
 
 @bp.route("/login/second-factor", methods=["GET"])
@@ -101,7 +136,7 @@ def second_factor():
     factors = offered_factors(first_factor_practitioner())
     if not factors:
         return render_template("no_factor.html", has_request=bool(pending_request())), 403
-    return redirect(url_for(f"auth.login_{factors[0]}"))
+    return redirect(url_for(FACTOR_ENDPOINTS[factors[0]]))
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
@@ -111,9 +146,10 @@ def login_totp():
     if "totp" not in offered_factors(practitioner):
         return redirect(url_for("auth.second_factor"))
     form = CodeForm()
+    context = {"other_factors": [f for f in offered_factors(practitioner) if f != "totp"]}
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
-        return render_template("login_totp.html", form=form), status
+        return render_template("login_totp.html", form=form, **context), status
     try:
         authentication = service.check_totp(
             get_db(),
@@ -125,16 +161,16 @@ def login_totp():
             cipher=cipher(),
         )
     except service.ThrottledError as exc:
-        return throttled_page("login_totp.html", form, exc.retry_after)
+        return throttled_page("login_totp.html", form, exc.retry_after, **context)
     except totp.OutOfSyncError:
         error = _("This code is not valid now: check the time on your phone.")
-        return render_template("login_totp.html", form=form, error=error), 401
+        return render_template("login_totp.html", form=form, error=error, **context), 401
     except totp.ReplayedCodeError:
         error = _("This code was already used. Wait for the next one.")
-        return render_template("login_totp.html", form=form, error=error), 401
+        return render_template("login_totp.html", form=form, error=error, **context), 401
     except totp.TotpError:
         error = _("Incorrect code.")
-        return render_template("login_totp.html", form=form, error=error), 401
+        return render_template("login_totp.html", form=form, error=error, **context), 401
     complete_login(authentication)
     return after_login()
 

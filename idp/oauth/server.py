@@ -24,7 +24,7 @@ from idp.services import cipher, clock, settings
 
 
 def query_client(client_id: str) -> OAuthClient | None:
-    if not client_id or len(client_id) > 64:
+    if not client_id or len(client_id) > 64 or not client_id.isprintable():
         return None
     return (
         get_db()

@@ -32,7 +32,10 @@ def test_openid_client_completes_the_flow(live_server, demo, clock):
     require_node_rp()
     process = subprocess.Popen(
         ["node", "rp.mjs", live_server.url, demo["client_id"], demo["client_secret"], REDIRECT],
-        cwd=NODE_RP, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=NODE_RP,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:

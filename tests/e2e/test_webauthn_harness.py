@@ -14,11 +14,9 @@ import pytest
 from flask import Flask, Response, abort, redirect, request, send_file
 
 from idp.factors import webauthn as wa
-from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
+from tests.support.browser import (
     add_credential,
     add_virtual_authenticator,
-    browser_page_fixture,
-    chromium_browser_fixture,
     get_credentials,
     require_chromium,
     serve_wsgi_app,

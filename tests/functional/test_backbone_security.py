@@ -177,3 +177,11 @@ def test_bad_input_gets_a_clear_error_not_a_trace(live_server, demo, path):
     response = requests.get(live_server.url + path, allow_redirects=False)
     assert 400 <= response.status_code < 500 or response.status_code == 302
     assert "Traceback" not in response.text
+
+
+def test_control_characters_in_login_fields_are_a_plain_failure(live_server, demo):
+    agent = UserAgent(live_server.url)
+    for identifier in ("\x00", demo["username"] + "\x00", "\x07" * 300):
+        response = agent.login_password(identifier, "whatever password")
+        assert response.status_code in (400, 401), identifier
+        assert "Traceback" not in response.text

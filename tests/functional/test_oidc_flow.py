@@ -18,7 +18,7 @@ def start(live_server, demo, **extra):
 
 def full_login(live_server, demo, clock, **extra):
     rp, agent, page = start(live_server, demo, **extra)
-    assert page.status_code == 200 and 'autocomplete="username"' in page.text
+    assert page.status_code == 200 and 'autocomplete="username webauthn"' in page.text
     page = agent.post(
         "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
     )

@@ -60,18 +60,32 @@ def launch_chromium(playwright: Any) -> Any:
 # --------------------------------------------------------------------------- fixtures
 
 
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session", name="chromium_browser")
 def chromium_browser_fixture() -> Iterator[Any]:
-    """One browser per session: start-up costs more than a ceremony."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
+    """One browser per session: start-up costs more than a ceremony.
 
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    Each module (or conftest) importing this fixture makes its own session-scoped definition,
+    and two Playwright drivers cannot run in one thread: the definitions share one browser,
+    closed when the last of them is torn down.
+    """
+    require_chromium()
+    if not _SHARED:
+        from playwright.sync_api import sync_playwright
+
+        playwright = sync_playwright().start()
+        _SHARED.update(playwright=playwright, browser=launch_chromium(playwright), users=0)
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED["browser"].close()
+            _SHARED["playwright"].stop()
+            _SHARED.clear()
 
 
 @pytest.fixture(name="browser_page")

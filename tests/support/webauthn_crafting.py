@@ -3,11 +3,13 @@
 A software authenticator with an EC P-256 key produces the JSON a browser posts
 (``PublicKeyCredential.toJSON()`` shape, base64url without padding), with knobs for every field
 a relying party must check: origin, RP ID, flags, sign count, challenge, user handle, signing key.
+``AttestationCA`` turns a registration into a "packed" attestation chained to a test vendor root.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -15,9 +17,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from webauthn.helpers import encode_cbor
+from cryptography.x509.oid import NameOID
+from webauthn.helpers import encode_cbor, parse_cbor
 
 FLAG_UP = 0x01
 FLAG_UV = 0x04
@@ -190,3 +194,58 @@ class SoftAuthenticator:
             "clientExtensionResults": {},
             "authenticatorAttachment": "platform",
         }
+
+
+def _certificate(subject, issuer, public_key, signing_key, *, ca: bool) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(signing_key, hashes.SHA256())
+    )
+
+
+class AttestationCA:
+    """A vendor root and one attestation certificate, like a certified key's batch."""
+
+    def __init__(self) -> None:
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test FIDO Root")])
+        self.root = _certificate(root_name, root_name, root_key.public_key(), root_key, ca=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Keys"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "Test Key Batch 1"),
+            ]
+        )
+        self.leaf = _certificate(subject, root_name, self.key.public_key(), root_key, ca=False)
+
+    @property
+    def root_pem(self) -> bytes:
+        return self.root.public_bytes(serialization.Encoding.PEM)
+
+    def packed(self, response: dict, *, with_x5c: bool = True, self_key=None) -> dict:
+        """Turn a crafted "none" response into a "packed" one (full or self attestation)."""
+        attestation = parse_cbor(b64url_decode(response["response"]["attestationObject"]))
+        auth_data = attestation["authData"]
+        client_data = b64url_decode(response["response"]["clientDataJSON"])
+        signer = self.key if with_x5c else self_key
+        signature = signer.sign(
+            auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256())
+        )
+        statement = {"alg": -7, "sig": signature}
+        if with_x5c:
+            statement["x5c"] = [self.leaf.public_bytes(serialization.Encoding.DER)]
+        response["response"]["attestationObject"] = b64url(
+            encode_cbor({"fmt": "packed", "attStmt": statement, "authData": auth_data})
+        )
+        return response

@@ -1,0 +1,274 @@
+"""Security keys and passkeys on the account: registration, renaming, removal.
+
+Binding follows NIST-10: the login must be at least min(the account's strongest level, the new
+credential's level); removal follows the same last-factor rule as TOTP. Every change is audited,
+and removed credentials stay in the table (NIST-12).
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp import audit, challenges
+from idp.accounts.service import AccountError, LastFactorError
+from idp.auth import assurance
+from idp.auth.service import highest_level, usable_factor_count
+from idp.auth.webauthn_service import REGISTER, RelyingParty, find_credential
+from idp.clock import Clock
+from idp.factors import webauthn as wa
+from idp.models import Practitioner, WebAuthnCredential
+
+USER_HANDLE_BYTES = 32
+MAX_NAME_LENGTH = 64
+KNOWN_TRANSPORTS = ("usb", "nfc", "ble", "smart-card", "hybrid", "internal")
+
+
+class WebAuthnAccountError(AccountError):
+    pass
+
+
+class DuplicateCredentialError(WebAuthnAccountError):
+    """This authenticator's credential is already registered (to anyone: WA-03)."""
+
+
+class BindingLevelError(WebAuthnAccountError):
+    """NIST-10: the current login is weaker than what binding this authenticator requires."""
+
+    def __init__(self, required_acr: str) -> None:
+        super().__init__(f"binding requires a login at {required_acr}")
+        self.required_acr = required_acr
+
+
+class InvalidNameError(WebAuthnAccountError):
+    pass
+
+
+class NoSuchCredentialError(WebAuthnAccountError):
+    pass
+
+
+def clean_name(name: str | None) -> str:
+    """One printable line of at most 64 characters."""
+    text = " ".join((name or "").split())
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    if not text or len(text) > MAX_NAME_LENGTH:
+        raise InvalidNameError(f"a name has 1 to {MAX_NAME_LENGTH} characters")
+    return text
+
+
+def user_handle(db: Session, *, practitioner: Practitioner) -> bytes:
+    """The practitioner's random WebAuthn user.id, created once (WA-01: no PII)."""
+    if practitioner.webauthn_user_handle is None:
+        db.execute(
+            update(Practitioner)
+            .where(Practitioner.id == practitioner.id, Practitioner.webauthn_user_handle.is_(None))
+            .values(webauthn_user_handle=secrets.token_bytes(USER_HANDLE_BYTES))
+            .execution_options(synchronize_session=False)
+        )
+        db.refresh(practitioner)
+    return practitioner.webauthn_user_handle
+
+
+def binding_requirement(db: Session, *, practitioner_id: int, new_level: str) -> str | None:
+    """NIST-10: min(strongest level on the account, level of the new authenticator)."""
+    current = highest_level(db, practitioner_id)
+    if current is None:
+        return None
+    return min(current, new_level, key=assurance.rank)
+
+
+def check_binding_level(
+    db: Session, *, practitioner_id: int, new_level: str, session_acr: str | None
+) -> None:
+    required = binding_requirement(db, practitioner_id=practitioner_id, new_level=new_level)
+    if assurance.rank(session_acr) < assurance.rank(required):
+        raise BindingLevelError(required)
+
+
+def begin_registration(
+    db: Session,
+    *,
+    rp: RelyingParty,
+    practitioner: Practitioner,
+    session_acr: str | None,
+    clock: Clock,
+) -> tuple[str, str]:
+    """Creation options and the challenge id for the session.
+
+    ``session_acr`` is None during invitation enrolment, where the account has no factor yet.
+    """
+    check_binding_level(
+        db,
+        practitioner_id=practitioner.id,
+        new_level=assurance.PHISHING_RESISTANT,
+        session_acr=session_acr,
+    )
+    handle = user_handle(db, practitioner=practitioner)
+    registered = list(
+        db.execute(
+            select(WebAuthnCredential.credential_id).where(
+                WebAuthnCredential.practitioner_id == practitioner.id,
+                WebAuthnCredential.removed_at.is_(None),
+            )
+        ).scalars()
+    )
+    challenge_id, challenge = challenges.issue(
+        db, purpose=REGISTER, practitioner_id=practitioner.id, clock=clock
+    )
+    options, _challenge = wa.begin_registration(
+        rp_id=rp.rp_id,
+        rp_name=rp.name,
+        user_handle=handle,
+        user_name=practitioner.email,
+        user_display_name=f"{practitioner.given_name} {practitioner.family_name}",
+        exclude_credential_ids=registered,
+        challenge=challenge,
+        attestation=rp.attestation,
+    )
+    db.commit()
+    return options, challenge_id
+
+
+def finish_registration(
+    db: Session,
+    *,
+    rp: RelyingParty,
+    practitioner: Practitioner,
+    credential_json: str,
+    challenge_id: str | None,
+    name: str,
+    session_acr: str | None,
+    ip: str | None,
+    clock: Clock,
+) -> WebAuthnCredential:
+    """Verify an attestation and store the new credential; refusals are audited."""
+    try:
+        name = clean_name(name)
+        challenge = challenges.consume(db, challenge_id=challenge_id, purpose=REGISTER, clock=clock)
+        if challenge.practitioner_id != practitioner.id:
+            raise challenges.ChallengeInvalidError()
+        registered = wa.finish_registration(
+            credential_json=credential_json,
+            expected_challenge=challenge.challenge,
+            expected_rp_id=rp.rp_id,
+            expected_origins=list(rp.origins),
+            aaguid_allowlist=set(rp.aaguid_allowlist) if rp.aaguid_allowlist else None,
+            attestation_roots=rp.roots_by_format() or None,
+        )
+        if rp.aaguid_allowlist and not registered.attestation_trusted:
+            raise wa.AttestationNotAllowedError("a certified authenticator is required")
+        level = assurance.HIGH if registered.hardware_bound else assurance.PHISHING_RESISTANT
+        check_binding_level(
+            db, practitioner_id=practitioner.id, new_level=level, session_acr=session_acr
+        )
+        if find_credential(db, registered.credential_id) is not None:
+            raise DuplicateCredentialError()
+        credential = WebAuthnCredential(
+            practitioner_id=practitioner.id,
+            credential_id=registered.credential_id,
+            public_key=registered.public_key,
+            sign_count=registered.sign_count,
+            aaguid=registered.aaguid,
+            transports=" ".join(t for t in KNOWN_TRANSPORTS if t in registered.transports),
+            backup_eligible=registered.backup_eligible,
+            backup_state=registered.backup_state,
+            hardware_bound=registered.hardware_bound,
+            attestation_fmt=registered.attestation_fmt[:32],
+            name=name,
+            created_at=clock.now(),
+            created_ip=(ip or "")[:64] or None,
+        )
+        db.add(credential)
+        try:
+            db.flush()
+        except IntegrityError as exc:  # the same credential registered concurrently
+            raise DuplicateCredentialError() from exc
+    except (WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError) as exc:
+        db.rollback()
+        audit.record(
+            db,
+            "account:webauthn:refused",
+            practitioner_id=practitioner.id,
+            reason=type(exc).__name__,
+        )
+        db.commit()
+        raise
+    audit.record(
+        db,
+        "account:two_factor:method_added",
+        practitioner_id=practitioner.id,
+        method="webauthn",
+        credential=credential.id,
+        aaguid=credential.aaguid,
+        attestation=credential.attestation_fmt,
+        backup_eligible=credential.backup_eligible,
+        hardware_bound=credential.hardware_bound,
+    )
+    db.commit()
+    return credential
+
+
+def owned_credential(
+    db: Session, *, practitioner: Practitioner, credential_id: int
+) -> WebAuthnCredential:
+    credential = db.get(WebAuthnCredential, credential_id)
+    if (
+        credential is None
+        or credential.practitioner_id != practitioner.id
+        or credential.removed_at is not None
+    ):
+        raise NoSuchCredentialError()
+    return credential
+
+
+def rename_credential(
+    db: Session, *, practitioner: Practitioner, credential_id: int, name: str
+) -> WebAuthnCredential:
+    credential = owned_credential(db, practitioner=practitioner, credential_id=credential_id)
+    credential.name = clean_name(name)
+    audit.record(
+        db,
+        "account:two_factor:method_renamed",
+        practitioner_id=practitioner.id,
+        method="webauthn",
+        credential=credential.id,
+    )
+    db.commit()
+    return credential
+
+
+def remove_credential(
+    db: Session, *, practitioner: Practitioner, credential_id: int, clock: Clock
+) -> None:
+    """Soft delete; a usable credential may go only if another usable factor remains."""
+    credential = owned_credential(db, practitioner=practitioner, credential_id=credential_id)
+    if credential.is_usable and usable_factor_count(db, practitioner.id) <= 1:
+        raise LastFactorError()
+    credential.removed_at = clock.now()
+    audit.record(
+        db,
+        "account:two_factor:method_removed",
+        practitioner_id=practitioner.id,
+        method="webauthn",
+        credential=credential.id,
+    )
+    db.commit()
+
+
+def listed_credentials(db: Session, *, practitioner_id: int) -> list[WebAuthnCredential]:
+    """What the account page shows: everything not removed, blocked ones included."""
+    return list(
+        db.execute(
+            select(WebAuthnCredential)
+            .where(
+                WebAuthnCredential.practitioner_id == practitioner_id,
+                WebAuthnCredential.removed_at.is_(None),
+            )
+            .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
+        ).scalars()
+    )

@@ -1,0 +1,442 @@
+"""WebAuthn pages: second factor, passkey login, enrolment and the account's keys.
+
+Thin: services decide, these views turn typed errors into pages or JSON. Option endpoints are
+POSTs (global CSRF protection: static/js/webauthn.js sends X-CSRFToken) and keep the id of the
+challenge they issued in the server-side session, which binds it to this browser.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from idp import challenges
+from idp.accounts import service as accounts
+from idp.accounts import webauthn_service as keys
+from idp.accounts.views import me
+from idp.auth import assurance
+from idp.auth import webauthn_service as login_service
+from idp.auth.forms import (
+    CredentialForm,
+    CredentialNameForm,
+    EmptyForm,
+    NewCredentialForm,
+    PasswordLoginForm,
+)
+from idp.auth.service import AccountUnavailableError, Authentication, LoginError, ThrottledError
+from idp.auth.views import (
+    after_login,
+    client_ip,
+    complete_login,
+    first_factor_practitioner,
+    login_context,
+    offered_factors,
+    required_acr,
+    throttled_page,
+)
+from idp.auth.webauthn_service import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
+from idp.db import get_db
+from idp.factors import webauthn as wa
+from idp.models import Invitation, Practitioner
+from idp.policy import Policy, current_auth, policy
+from idp.services import clock, settings, throttle
+
+bp = Blueprint("webauthn", __name__)
+
+REFUSED = (LoginError, wa.WebAuthnError, challenges.ChallengeError)
+REGISTRATION_REFUSED = (keys.WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError)
+
+
+def relying_party() -> RelyingParty:
+    return RelyingParty.from_settings(settings())
+
+
+def take_challenge(purpose: str) -> str | None:
+    """The id issued to this browser for ``purpose``; a second use finds nothing."""
+    kept = dict(session.get("challenges") or {})
+    challenge_id = kept.pop(purpose, None)
+    session["challenges"] = kept
+    return challenge_id
+
+
+def keep_challenge(purpose: str, challenge_id: str) -> None:
+    session["challenges"] = {**(session.get("challenges") or {}), purpose: challenge_id}
+
+
+def drop_previous_challenge(purpose: str) -> None:
+    challenges.discard(get_db(), challenge_id=take_challenge(purpose))
+
+
+def options_response(options_json: str) -> Response:
+    return Response(options_json, mimetype="application/json")
+
+
+def json_error(message: str, status: int, retry_after: int | None = None) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def throttled_json(error: ThrottledError) -> Response:
+    message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=error.retry_after)
+    return json_error(message, 429, error.retry_after)
+
+
+def clone_message() -> str:
+    return _(
+        "This security key may have been copied, so it has been blocked to protect your "
+        "account. Use another sign-in method and tell your administrator."
+    )
+
+
+def login_failure(error: Exception) -> tuple[str, int]:
+    """The practitioner-facing reason for a refused assertion, and its status."""
+    if isinstance(error, wa.MalformedCredentialError):
+        return _("The response from your security key could not be read. Try again."), 400
+    if isinstance(error, challenges.ChallengeError):
+        return _("This sign-in request has expired. Try again."), 400
+    if isinstance(error, login_service.PossibleCloneError | login_service.CredentialBlockedError):
+        return clone_message(), 403
+    if isinstance(error, login_service.InsufficientLevelError):
+        return _(
+            "This passkey does not reach the security level the application asks for. "
+            "Use a certified security key or a smart card."
+        ), 403
+    if isinstance(error, AccountUnavailableError):
+        return _("This account is suspended. Contact your administrator."), 403
+    if isinstance(
+        error, login_service.UnknownCredentialError | login_service.UserHandleMismatchError
+    ):
+        return _("This security key or passkey is not registered for your account."), 401
+    if isinstance(error, wa.UserVerificationMissingError):
+        return _(
+            "The key did not verify your identity (PIN, fingerprint or face). Try again and "
+            "complete the verification."
+        ), 401
+    return _("The verification failed. Try again or use another sign-in method."), 401
+
+
+def registration_failure(error: Exception) -> tuple[str, int]:
+    if isinstance(error, wa.MalformedCredentialError):
+        return _("The response from your security key could not be read. Try again."), 400
+    if isinstance(error, challenges.ChallengeError):
+        return _("This request has expired. Try again."), 400
+    if isinstance(error, keys.DuplicateCredentialError):
+        return _("This security key is already registered."), 409
+    if isinstance(error, keys.BindingLevelError):
+        return _("To add this key, first sign in with one of your security keys."), 403
+    if isinstance(error, keys.InvalidNameError):
+        return _("Give the key a name of at most 64 characters."), 400
+    if isinstance(error, wa.AttestationNotAllowedError):
+        return _("This model of security key is not accepted. Use a certified key."), 400
+    if isinstance(error, wa.UserVerificationMissingError):
+        return _(
+            "The key did not verify your identity (PIN, fingerprint or face). Try again and "
+            "complete the verification."
+        ), 400
+    return _("The key could not be registered. Try again."), 400
+
+
+# --------------------------------------------------------------------------- second factor
+
+
+def render_second_factor(form, *, error: str | None = None, status: int = 200):
+    factors = offered_factors(first_factor_practitioner())
+    context = {"other_factors": [f for f in factors if f != "webauthn"]}
+    return render_template("login_webauthn.html", form=form, error=error, **context), status
+
+
+@bp.route("/login/webauthn", methods=["GET", "POST"])
+@policy(Policy.FIRST_FACTOR)
+def login():
+    practitioner = first_factor_practitioner()
+    if "webauthn" not in offered_factors(practitioner):
+        return redirect(url_for("auth.second_factor"))
+    form = CredentialForm()
+    if not form.validate_on_submit():
+        return render_second_factor(form, status=400 if request.method == "POST" else 200)
+    try:
+        authentication = login_service.finish_authentication(
+            get_db(),
+            rp=relying_party(),
+            credential_json=form.credential.data,
+            challenge_id=take_challenge(SECOND_FACTOR),
+            practitioner=practitioner,
+            required_acr=required_acr,
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError as exc:
+        factors = [f for f in offered_factors(practitioner) if f != "webauthn"]
+        return throttled_page("login_webauthn.html", form, exc.retry_after, other_factors=factors)
+    except REFUSED as exc:
+        message, status = login_failure(exc)
+        return render_second_factor(form, error=message, status=status)
+    complete_login(authentication)
+    return after_login()
+
+
+@bp.post("/login/webauthn/options")
+@policy(Policy.FIRST_FACTOR)
+def login_options():
+    practitioner = first_factor_practitioner()
+    drop_previous_challenge(SECOND_FACTOR)
+    try:
+        options, challenge_id = login_service.begin_authentication(
+            get_db(),
+            rp=relying_party(),
+            practitioner=practitioner,
+            min_acr=required_acr(practitioner.id),
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError as exc:
+        return throttled_json(exc)
+    except login_service.NoCredentialError:
+        return json_error(_("No usable security key is registered for this account."), 400)
+    keep_challenge(SECOND_FACTOR, challenge_id)
+    return options_response(options)
+
+
+# --------------------------------------------------------------------------- passkey
+
+
+def render_login_error(message: str, status: int):
+    form = PasswordLoginForm(formdata=None)
+    return render_template("login.html", form=form, error=message, **login_context()), status
+
+
+@bp.post("/login/passkey/options")
+@policy(Policy.PUBLIC)
+def passkey_options():
+    drop_previous_challenge(PASSKEY)
+    try:
+        options, challenge_id = login_service.begin_authentication(
+            get_db(),
+            rp=relying_party(),
+            practitioner=None,
+            min_acr=None,
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError as exc:
+        return throttled_json(exc)
+    keep_challenge(PASSKEY, challenge_id)
+    return options_response(options)
+
+
+@bp.post("/login/passkey")
+@policy(Policy.PUBLIC)
+def passkey_login():
+    """Passwordless: a discoverable credential with user verification is two factors alone."""
+    form = CredentialForm()
+    if not form.validate_on_submit():
+        return render_login_error(_("The passkey sign-in was incomplete. Try again."), 400)
+    try:
+        authentication = login_service.finish_authentication(
+            get_db(),
+            rp=relying_party(),
+            credential_json=form.credential.data,
+            challenge_id=take_challenge(PASSKEY),
+            practitioner=None,
+            required_acr=required_acr,
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError as exc:
+        message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
+        body, status = render_login_error(message, 429)
+        return body, status, {"Retry-After": str(exc.retry_after)}
+    except REFUSED as exc:
+        return render_login_error(*login_failure(exc))
+    complete_login(authentication)
+    return after_login()
+
+
+# --------------------------------------------------------------------------- invitation
+
+
+def enrolling_practitioner() -> Practitioner | None:
+    """The invited practitioner who has just chosen a password (see accounts.views.enrol)."""
+    enrolment = session.get("enrolment") or {}
+    if not enrolment.get("invitation"):
+        return None
+    return get_db().get(Practitioner, session["first_factor"]["pid"])
+
+
+@bp.post("/enrol/webauthn/options")
+@policy(Policy.FIRST_FACTOR)
+def enrol_options():
+    practitioner = enrolling_practitioner()
+    if practitioner is None:
+        return json_error(_("This request has expired. Try again."), 400)
+    drop_previous_challenge(REGISTER)
+    try:
+        options, challenge_id = keys.begin_registration(
+            get_db(), rp=relying_party(), practitioner=practitioner, session_acr=None, clock=clock()
+        )
+    except keys.BindingLevelError as exc:
+        return json_error(registration_failure(exc)[0], 403)
+    keep_challenge(REGISTER, challenge_id)
+    return options_response(options)
+
+
+@bp.post("/enrol/webauthn")
+@policy(Policy.FIRST_FACTOR)
+def enrol():
+    """Invitation step 2 with a security key or passkey instead of an authenticator app."""
+    practitioner = enrolling_practitioner()
+    form = NewCredentialForm()
+    if practitioner is None or not form.validate_on_submit():
+        return redirect(url_for("auth.login"))
+    db = get_db()
+    try:
+        credential = keys.finish_registration(
+            db,
+            rp=relying_party(),
+            practitioner=practitioner,
+            credential_json=form.credential.data,
+            challenge_id=take_challenge(REGISTER),
+            name=form.name.data or _("Security key"),
+            session_acr=None,
+            ip=client_ip(),
+            clock=clock(),
+        )
+    except REGISTRATION_REFUSED as exc:
+        message, status = registration_failure(exc)
+        return render_template("error.html", message=message), status
+    invitation = db.execute(
+        select(Invitation).where(Invitation.id == session["enrolment"]["invitation"])
+    ).scalar_one()
+    try:
+        accounts.accept_invitation(db, invitation=invitation, clock=clock())
+    except accounts.InvitationInvalidError:
+        db.rollback()
+        message = _("This invitation link is invalid or has expired. Ask for a new one.")
+        return render_template("error.html", message=message), 409
+    db.commit()
+    session.pop("enrolment", None)
+    level = assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
+    amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
+    complete_login(Authentication(practitioner.id, tuple(amr), level))
+    return after_login()
+
+
+# --------------------------------------------------------------------------- account
+
+
+def step_up_for_binding(practitioner_id: int, acr: str):
+    """NIST-10: sign in again at ``acr`` (with an existing key), then come back here."""
+    session["step_up"] = {"pid": practitioner_id, "acr": acr}
+    session["next"] = url_for("webauthn.add")
+    session.pop("auth", None)
+    return redirect(url_for("auth.login"))
+
+
+def render_add(form, *, error: str | None = None, status: int = 200):
+    return render_template("webauthn_add.html", form=form, error=error), status
+
+
+@bp.route("/account/webauthn/add", methods=["GET", "POST"])
+@policy(Policy.RECENT_STRONG)
+def add():
+    practitioner = me()
+    db = get_db()
+    if request.method == "GET":
+        try:
+            keys.check_binding_level(
+                db,
+                practitioner_id=practitioner.id,
+                new_level=assurance.PHISHING_RESISTANT,
+                session_acr=current_auth()["acr"],
+            )
+        except keys.BindingLevelError as exc:
+            return step_up_for_binding(practitioner.id, exc.required_acr)
+    form = NewCredentialForm()
+    if not form.validate_on_submit():
+        return render_add(form, status=400 if request.method == "POST" else 200)
+    try:
+        keys.finish_registration(
+            db,
+            rp=relying_party(),
+            practitioner=practitioner,
+            credential_json=form.credential.data,
+            challenge_id=take_challenge(REGISTER),
+            name=form.name.data or _("Security key"),
+            session_acr=current_auth()["acr"],
+            ip=client_ip(),
+            clock=clock(),
+        )
+    except REGISTRATION_REFUSED as exc:
+        message, status = registration_failure(exc)
+        return render_add(form, error=message, status=status)
+    return redirect(url_for("accounts.home"), code=303)
+
+
+@bp.post("/account/webauthn/add/options")
+@policy(Policy.RECENT_STRONG)
+def add_options():
+    drop_previous_challenge(REGISTER)
+    try:
+        options, challenge_id = keys.begin_registration(
+            get_db(),
+            rp=relying_party(),
+            practitioner=me(),
+            session_acr=current_auth()["acr"],
+            clock=clock(),
+        )
+    except keys.BindingLevelError as exc:
+        return json_error(registration_failure(exc)[0], 403)
+    keep_challenge(REGISTER, challenge_id)
+    return options_response(options)
+
+
+@bp.post("/account/webauthn/<int:credential_id>/rename")
+@policy(Policy.RECENT_STRONG)
+def rename(credential_id: int):
+    form = CredentialNameForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        keys.rename_credential(
+            get_db(), practitioner=me(), credential_id=credential_id, name=form.name.data
+        )
+    except keys.NoSuchCredentialError:
+        abort(404)
+    except keys.InvalidNameError:
+        abort(400)
+    return redirect(url_for("accounts.home"), code=303)
+
+
+@bp.post("/account/webauthn/<int:credential_id>/remove")
+@policy(Policy.RECENT_STRONG)
+def remove(credential_id: int):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        keys.remove_credential(
+            get_db(), practitioner=me(), credential_id=credential_id, clock=clock()
+        )
+    except accounts.LastFactorError:
+        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+    except keys.NoSuchCredentialError:
+        abort(404)
+    return redirect(url_for("accounts.home"), code=303)
