@@ -15,6 +15,7 @@ from flask import Flask, abort, jsonify, redirect, request, session, url_for
 from flask_babel import gettext as _
 
 RECENT_STRONG_SECONDS = 5 * 60
+FIRST_FACTOR_SECONDS = 10 * 60
 
 
 class Policy(StrEnum):
@@ -72,6 +73,24 @@ def json_denied():
     return response
 
 
+def first_factor_is_fresh(now: dt.datetime) -> bool:
+    """A password alone opens the second-step pages for a few minutes, not for the session."""
+    first = session.get("first_factor")
+    return bool(first) and now.timestamp() - first["at"] <= FIRST_FACTOR_SECONDS
+
+
+def account_is_active() -> bool:
+    """A locked or disabled practitioner loses every open session at the next request."""
+    auth = current_auth()
+    if not auth:
+        return False
+    from idp.db import get_db
+    from idp.models import Practitioner, PractitionerStatus
+
+    practitioner = get_db().get(Practitioner, auth["pid"])
+    return practitioner is not None and practitioner.status == PractitionerStatus.ACTIVE
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def enforce():
@@ -80,15 +99,18 @@ def init_app(app: Flask) -> None:
         declared = endpoint_policy(app, request.endpoint)
         if declared is None:
             abort(404)
-        if declared is Policy.FIRST_FACTOR and not session.get("first_factor"):
+        now = app.extensions["idp.clock"].now()
+        if declared is Policy.FIRST_FACTOR and not first_factor_is_fresh(now):
+            session.pop("first_factor", None)
             return json_denied() if wants_json() else redirect(url_for("auth.login"))
+        if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not account_is_active():
+            session.pop("auth", None)
         if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not current_auth():
             if wants_json():
                 return json_denied()
             session["next"] = request.full_path if request.method == "GET" else None
             return redirect(url_for("auth.login"))
         if declared is Policy.RECENT_STRONG:
-            now = app.extensions["idp.clock"].now()
             auth_time = dt.datetime.fromtimestamp(current_auth()["auth_time"], dt.UTC)
             if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:
                 if wants_json():

@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 
+from idp import audit
 from idp.auth import assurance, service
 from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
 from idp.db import get_db
 from idp.factors import totp
-from idp.models import Practitioner
+from idp.models import Practitioner, PractitionerStatus
 from idp.oauth.views import resume_url
 from idp.policy import Policy, policy
 from idp.services import cipher, clock, throttle
@@ -86,8 +87,11 @@ def login():
     except service.InvalidCredentialsError:
         error = _("Incorrect identifier or password.")
         return render_template("login.html", form=form, error=error, **context), 401
-    except service.AccountUnavailableError:
-        error = _("This account is suspended. Contact your administrator.")
+    except service.AccountUnavailableError as exc:
+        if str(exc) == PractitionerStatus.INVITED:
+            error = _("Your account is not activated yet: finish with your invitation link.")
+        else:
+            error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
     session.pop("auth", None)
     session["first_factor"] = {"pid": practitioner.id, "at": clock().now().timestamp()}
@@ -188,6 +192,10 @@ def reauthenticate():
 def logout():
     form = EmptyForm()
     if request.method == "POST" and form.validate_on_submit():
+        auth = session.get("auth")
+        if auth:
+            audit.record(get_db(), "auth:session:logout", practitioner_id=auth["pid"])
+            get_db().commit()
         session.destroy()
         return render_template("logged_out.html")
     return render_template("logout.html", form=form)

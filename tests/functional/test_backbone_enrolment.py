@@ -121,3 +121,10 @@ def test_last_factor_cannot_be_removed(live_server, demo, clock):
     refused = agent.post(action, {}, account.text)
     assert refused.status_code == 409
     assert "/account/totp/" in agent.get("/account").text
+
+
+def test_invited_practitioner_is_told_to_finish_activation(live_server, clock):
+    token = invite(live_server)
+    agent, _setup, _secret, password = enrol(live_server, clock, token)
+    response = UserAgent(live_server.url).login_password(RPPS, password)
+    assert response.status_code == 403 and "invitation" in response.text

@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy import select, text
 
 from idp.db import get_db
-from idp.models import AuditEvent, OAuthClient, SigningKey, TotpDevice
+from idp.models import AuditEvent, OAuthClient, Practitioner, SigningKey, TotpDevice
 from idp.policy import route_inventory
 from tests.support.idp_server import build_app
 from tests.support.oidc import RelyingParty, UserAgent, totp_now
@@ -185,3 +185,33 @@ def test_control_characters_in_login_fields_are_a_plain_failure(live_server, dem
         response = agent.login_password(identifier, "whatever password")
         assert response.status_code in (400, 401), identifier
         assert "Traceback" not in response.text
+
+
+def test_password_step_expires_after_ten_minutes(live_server, demo, clock):
+    agent = UserAgent(live_server.url)
+    agent.login_password(demo["username"], demo["password"])
+    clock.advance(11 * 60)
+    late = agent.http.get(f"{live_server.url}/login/totp", allow_redirects=False)
+    assert late.status_code == 302 and late.headers["Location"].endswith("/login")
+
+
+def test_disabling_an_account_ends_its_open_sessions(live_server, demo, clock):
+    agent = logged_in_agent(live_server, demo, clock)
+    with live_server.app.app_context():
+        db = get_db()
+        practitioner = db.execute(
+            select(Practitioner).where(Practitioner.rpps == demo["username"])
+        ).scalar_one()
+        practitioner.status = "disabled"
+        db.commit()
+    after = agent.http.get(f"{live_server.url}/account", allow_redirects=False)
+    assert after.status_code == 302 and after.headers["Location"].endswith("/login")
+
+
+def test_logout_is_audited(live_server, demo, clock):
+    agent = logged_in_agent(live_server, demo, clock)
+    page = agent.get("/logout")
+    agent.post("/logout", {}, page.text)
+    with live_server.app.app_context():
+        events = [e.event for e in get_db().execute(select(AuditEvent)).scalars()]
+    assert "auth:session:logout" in events
