@@ -160,26 +160,26 @@ def login_reason(grant, auth: dict | None, params) -> str | None:
     return None
 
 
+def find_consent(db, client: OAuthClient, practitioner: Practitioner) -> Consent | None:
+    return db.execute(
+        select(Consent).where(
+            Consent.practitioner_id == practitioner.id, Consent.client_id == client.client_id
+        )
+    ).scalar_one_or_none()
+
+
 def needs_consent(db, client: OAuthClient, practitioner: Practitioner, grant) -> bool:
     if "consent" in (grant.request.payload.data.get("prompt") or "").split():
         return True
     if not client.require_consent:
         return False
-    consent = db.execute(
-        select(Consent).where(
-            Consent.practitioner_id == practitioner.id, Consent.client_id == client.client_id
-        )
-    ).scalar_one_or_none()
+    consent = find_consent(db, client, practitioner)
     requested = set(grant.request.payload.scope.split())
     return consent is None or not requested <= set(consent.scope.split())
 
 
 def record_consent(db, client: OAuthClient, practitioner: Practitioner, scope: str) -> None:
-    consent = db.execute(
-        select(Consent).where(
-            Consent.practitioner_id == practitioner.id, Consent.client_id == client.client_id
-        )
-    ).scalar_one_or_none()
+    consent = find_consent(db, client, practitioner)
     if consent is None:
         consent = Consent(practitioner_id=practitioner.id, client_id=client.client_id, scope="")
         db.add(consent)
