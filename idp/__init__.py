@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from idp import db, headers, i18n, policy
+from idp.cardtrust import CrlStoreUnavailableError
 from idp.clock import SystemClock
 from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key
@@ -62,6 +63,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from idp.accounts.views import bp as accounts_bp
+    from idp.auth import smartcard_views
     from idp.auth.views import bp as auth_bp
     from idp.auth.webauthn_views import bp as webauthn_bp
     from idp.oauth.server import create_server
@@ -70,7 +72,9 @@ def _register_blueprints(app: Flask) -> None:
 
     app.extensions["idp.oauth_server"] = create_server(app)
     csrf.exempt(oauth_bp)  # client endpoints; the consent POST checks its token itself
-    for blueprint in (site_bp, auth_bp, webauthn_bp, accounts_bp, oauth_bp):
+    csrf.exempt(smartcard_views.code_api)  # the agent's JSON API: no browser, no cookie
+    blueprints = (site_bp, auth_bp, webauthn_bp, smartcard_views.bp, accounts_bp, oauth_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
 
@@ -80,10 +84,17 @@ def _register_error_pages(app: Flask) -> None:
         message = _("The form expired or was sent from elsewhere. Reload the page and try again.")
         return render_template("error.html", message=message), 400
 
-    @app.errorhandler(ThrottleUnavailableError)
-    def throttle_unavailable(_error):
+    def unavailable(_error):
+        """Shared counters or CRLs out of reach: fail closed, in the caller's language."""
         message = _("The service is temporarily unavailable. Try again in a moment.")
+        if request.path.startswith("/smartcard/") or policy.wants_json():
+            response = jsonify(error="unavailable", message=message)
+            response.status_code = 503
+            return response
         return render_template("error.html", message=message), 503
+
+    app.register_error_handler(ThrottleUnavailableError, unavailable)
+    app.register_error_handler(CrlStoreUnavailableError, unavailable)
 
     for status, text in (
         (400, _l("The request is malformed.")),

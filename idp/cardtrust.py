@@ -68,7 +68,7 @@ from typing import Protocol, runtime_checkable
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -86,6 +86,7 @@ from idp.factors.smartcard import (
     verified_chain,
     verify_certificate,
 )
+from idp.models import CrlCacheEntry
 from smartcard.protocol import SUPPORTED_MECHANISMS
 
 logger = logging.getLogger(__name__)
@@ -507,27 +508,19 @@ class RedisCrlStore:
             raise CrlStoreUnavailableError(str(exc)) from exc
 
 
-crl_cache_metadata = MetaData()
-# Phase 2b moves this table into idp.models and an Alembic migration; keep the two in step.
-crl_cache_table = Table(
-    "crl_cache",
-    crl_cache_metadata,
-    Column("url", String(2048), primary_key=True),
-    Column("der", LargeBinary, nullable=False),
-    Column("fetched_at", DateTime(timezone=True), nullable=False),
-    Column("next_update", DateTime(timezone=True), nullable=True),
-)
-
-
 class DatabaseCrlStore:
-    """The ``crl_cache`` table, through SQLAlchemy Core so it needs no ORM model yet."""
+    """The ``crl_cache`` table (``idp.models.CrlCacheEntry``, created by the migrations).
 
-    def __init__(self, engine: Engine, *, table: Table = crl_cache_table) -> None:
+    Its own connections, committed at once: a CRL shared with other processes must not wait
+    for (or be rolled back with) the login request that fetched it.
+    """
+
+    def __init__(self, engine: Engine, *, table: Table | None = None) -> None:
         self._engine = engine
-        self._table = table
+        self._table = table if table is not None else CrlCacheEntry.__table__
 
     def create_table(self) -> None:
-        """For installations and tests that run before the migration exists."""
+        """For a stand-alone store outside a migrated IdP database (tests, tools)."""
         self._table.create(self._engine, checkfirst=True)
 
     def get(self, url: str) -> CachedCrl | None:

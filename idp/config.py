@@ -13,7 +13,13 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from smartcard.protocol import DEFAULT_BRIDGE_PORT
+
+if TYPE_CHECKING:
+    from idp.cardtrust import CardTrust
 
 MIN_KEY_LENGTH = 32
 DEV_KEYS_FILE = "dev-keys.json"
@@ -46,6 +52,12 @@ class Settings:
     """Authenticator models (AAGUIDs) allowed to register; None accepts any model."""
     webauthn_attestation_roots: tuple[bytes, ...] = ()
     """PEM roots an attestation must chain to (e.g. from FIDO MDS) to count as certified."""
+    smartcard: CardTrust | None = None
+    """CPS card trust (``idp.cardtrust.load_card_trust``); None turns card login off."""
+    smartcard_bridge_port: int = DEFAULT_BRIDGE_PORT
+    """Port of the workstation agent's bridge on 127.0.0.1, as the login page calls it."""
+    smartcard_tls_url: str | None = None
+    """The card host's ``/login/card/tls`` URL (default: the issuer's own, one proxy host)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -124,6 +136,25 @@ def load_pem_certificates(path: str) -> tuple[bytes, ...]:
     return certificates
 
 
+def parse_port(value: str, *, variable: str, default: int) -> int:
+    if not value.strip():
+        return default
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{variable}: {value!r} is not a TCP port")
+    return int(value)
+
+
+def parse_card_host_url(value: str) -> str | None:
+    """``IDP_SMARTCARD_TLS_URL``: where the proxy asks for the card (scheme://host[:port]/path)."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"IDP_SMARTCARD_TLS_URL: {value!r} must be an http(s) URL without query")
+    return value.rstrip("/")
+
+
 def default_instance_path() -> Path:
     return Path(os.environ.get("IDP_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
 
@@ -141,6 +172,8 @@ def load_dev_keys(instance_path: Path) -> dict[str, str]:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    from idp.cardtrust import load_card_trust  # it reads ConfigError from here
+
     env = dict(os.environ if environ is None else environ)
     mode = env.get("IDP_ENV", "production")
     instance_path = Path(env.get("IDP_INSTANCE_PATH") or default_instance_path()).resolve()
@@ -165,6 +198,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             if env.get("IDP_WEBAUTHN_ATTESTATION_ROOTS")
             else ()
         ),
+        smartcard=load_card_trust(env),
+        smartcard_bridge_port=parse_port(
+            env.get("IDP_SMARTCARD_BRIDGE_PORT", ""),
+            variable="IDP_SMARTCARD_BRIDGE_PORT",
+            default=DEFAULT_BRIDGE_PORT,
+        ),
+        smartcard_tls_url=parse_card_host_url(env.get("IDP_SMARTCARD_TLS_URL", "")),
     )
 
 

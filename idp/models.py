@@ -326,3 +326,60 @@ class AuthChallenge(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Smartcard(Base):
+    """A CPS card enrolled on first use (its authentication certificate, never a key).
+
+    Never deleted: a removed card stays here so the same certificate is refused, not enrolled
+    again (NIST-12).
+    """
+
+    __tablename__ = "smartcards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    id_nat: Mapped[str] = mapped_column(String(32))
+    issuer_dn: Mapped[str] = mapped_column(String(500))
+    serial: Mapped[str] = mapped_column(String(64))
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class SmartcardLogin(Base):
+    """One card login transaction, shown on one login page and bound to its browser session.
+
+    ``challenge_id`` names the single-use challenge in ``auth_challenges`` (no foreign key:
+    expired challenges are purged on their own). The agent, the page or the card host completes
+    the row once; the session that started it consumes it once.
+    """
+
+    __tablename__ = "smartcard_logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction: Mapped[str] = mapped_column(String(64), unique=True)
+    challenge_id: Mapped[str] = mapped_column(String(64))
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    method: Mapped[str | None] = mapped_column(String(16))
+    practitioner_id: Mapped[int | None] = mapped_column(ForeignKey("practitioners.id"))
+    smartcard_id: Mapped[int | None] = mapped_column(ForeignKey("smartcards.id"))
+    result_hash: Mapped[str | None] = mapped_column(String(64))
+    failure: Mapped[str | None] = mapped_column(String(64))
+    consumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class CrlCacheEntry(Base):
+    """CRLs shared by every server process when Redis is not configured (idp.cardtrust)."""
+
+    __tablename__ = "crl_cache"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary())
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

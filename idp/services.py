@@ -30,3 +30,13 @@ def throttle():
     if client is not None:
         return RedisThrottle(client, clock())
     return DatabaseThrottle(get_db(), clock())
+
+
+def crl_store():
+    """CRLs shared by every process: in Redis when configured, else in the database."""
+    from idp.cardtrust import DatabaseCrlStore, RedisCrlStore
+
+    client = current_app.extensions.get("idp.redis")
+    if client is not None:
+        return RedisCrlStore(client)
+    return DatabaseCrlStore(current_app.extensions["idp.engine"])

@@ -208,7 +208,7 @@ def remove_totp_device(db: Session, *, practitioner: Practitioner, device_id: in
     device = next((d for d in devices if d.id == device_id), None)
     if device is None:
         raise AccountError("no such device")
-    if usable_factor_count(db, practitioner.id) <= 1:
+    if usable_factor_count(db, practitioner.id, now=clock.now()) <= 1:
         raise LastFactorError()
     device.removed_at = clock.now()
     audit.record(

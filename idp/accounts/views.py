@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from idp.accounts import service
+from idp.accounts.smartcard_service import listed_cards
 from idp.accounts.webauthn_service import listed_credentials
 from idp.auth import assurance
 from idp.auth.forms import CodeForm, EmptyForm, NewPasswordForm
@@ -36,6 +37,8 @@ def home():
         profession=service.PROFESSIONS.get(practitioner.profession_code, ""),
         devices=active_totp_devices(get_db(), practitioner.id),
         credentials=listed_credentials(get_db(), practitioner_id=practitioner.id),
+        cards=listed_cards(get_db(), practitioner_id=practitioner.id),
+        now=clock().now(),
         auth=current_auth(),
         form=EmptyForm(),
     )

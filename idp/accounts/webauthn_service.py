@@ -247,7 +247,7 @@ def remove_credential(
 ) -> None:
     """Soft delete; a usable credential may go only if another usable factor remains."""
     credential = owned_credential(db, practitioner=practitioner, credential_id=credential_id)
-    if credential.is_usable and usable_factor_count(db, practitioner.id) <= 1:
+    if credential.is_usable and usable_factor_count(db, practitioner.id, now=clock.now()) <= 1:
         raise LastFactorError()
     credential.removed_at = clock.now()
     audit.record(

@@ -5,6 +5,7 @@ Views call these functions and only translate the typed errors into pages.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
@@ -16,7 +17,13 @@ from idp.auth import assurance
 from idp.clock import Clock
 from idp.crypto import DataCipher, verify_password
 from idp.factors import totp
-from idp.models import Practitioner, PractitionerStatus, TotpDevice, WebAuthnCredential
+from idp.models import (
+    Practitioner,
+    PractitionerStatus,
+    Smartcard,
+    TotpDevice,
+    WebAuthnCredential,
+)
 from idp.ratelimit import Throttle
 
 
@@ -131,10 +138,30 @@ def webauthn_level(credential: WebAuthnCredential) -> str:
     return assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
 
 
-def usable_factor_count(db: Session, practitioner_id: int) -> int:
-    """Second factors that can still log in; an account must never drop to zero."""
-    return len(active_totp_devices(db, practitioner_id)) + len(
-        usable_webauthn_credentials(db, practitioner_id)
+def usable_smartcards(
+    db: Session, practitioner_id: int, *, now: dt.datetime | None = None
+) -> list[Smartcard]:
+    """Enrolled CPS cards not removed (and, given ``now``, not expired)."""
+    query = select(Smartcard).where(
+        Smartcard.practitioner_id == practitioner_id, Smartcard.removed_at.is_(None)
+    )
+    if now is not None:
+        query = query.where(Smartcard.not_after > now)
+    return list(db.execute(query.order_by(Smartcard.id)).scalars())
+
+
+def usable_factor_count(
+    db: Session, practitioner_id: int, *, now: dt.datetime | None = None
+) -> int:
+    """Second factors that can still log in; an account must never drop to zero.
+
+    A card counts although any new card with the same RPPS would enrol itself: the practitioner
+    may not hold one, and an account must keep a factor it has actually used.
+    """
+    return (
+        len(active_totp_devices(db, practitioner_id))
+        + len(usable_webauthn_credentials(db, practitioner_id))
+        + len(usable_smartcards(db, practitioner_id, now=now))
     )
 
 
@@ -143,6 +170,8 @@ def highest_level(db: Session, practitioner_id: int) -> str | None:
     levels = [webauthn_level(c) for c in usable_webauthn_credentials(db, practitioner_id)]
     if active_totp_devices(db, practitioner_id):
         levels.append(assurance.SUBSTANTIAL)
+    if usable_smartcards(db, practitioner_id):
+        levels.append(assurance.HIGH)
     return max(levels, key=assurance.rank) if levels else None
 
 

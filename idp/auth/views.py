@@ -13,13 +13,24 @@ from idp.factors import totp
 from idp.models import Practitioner, PractitionerStatus
 from idp.oauth.views import resume_url
 from idp.policy import Policy, policy
-from idp.services import cipher, clock, throttle
+from idp.services import cipher, clock, settings, throttle
 
 bp = Blueprint("auth", __name__)
 
-FACTOR_LEVELS = {"totp": assurance.SUBSTANTIAL, "webauthn": assurance.PHISHING_RESISTANT}
+FACTOR_LEVELS = {
+    "totp": assurance.SUBSTANTIAL,
+    "webauthn": assurance.PHISHING_RESISTANT,
+    "smartcard": assurance.HIGH,
+}
 """Base level of each second factor; an attested hardware-bound key reaches phrh."""
-FACTOR_ENDPOINTS = {"totp": "auth.login_totp", "webauthn": "webauthn.login"}
+FACTOR_ENDPOINTS = {
+    "totp": "auth.login_totp",
+    "webauthn": "webauthn.login",
+    "smartcard": "smartcard.login",
+}
+STANDALONE_FACTORS = ("smartcard",)
+"""Factors that are a whole login by themselves (the card and its PIN, like a passkey): they
+start from the login page; after a password they are offered, never chosen by default."""
 
 
 def client_ip() -> str:
@@ -61,7 +72,14 @@ def login_context() -> dict:
     return {
         "client_name": pending_request().get("client_name"),
         "step_up": bool(session.get("step_up")),
+        "card_login": card_login_enabled(),
+        "requires_high": pending_request().get("acr") == assurance.HIGH,
     }
+
+
+def card_login_enabled() -> bool:
+    """CPS card login is on once the operator configured its trust anchors."""
+    return settings().smartcard is not None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -123,6 +141,8 @@ def factor_levels(practitioner_id: int) -> dict[str, str]:
         levels["webauthn"] = max(map(service.webauthn_level, credentials), key=assurance.rank)
     if service.active_totp_devices(db, practitioner_id):
         levels["totp"] = FACTOR_LEVELS["totp"]
+    if card_login_enabled() and service.usable_smartcards(db, practitioner_id, now=clock().now()):
+        levels["smartcard"] = FACTOR_LEVELS["smartcard"]
     return levels
 
 
@@ -139,8 +159,10 @@ def offered_factors(practitioner: Practitioner) -> list[str]:
 def second_factor():
     factors = offered_factors(first_factor_practitioner())
     if not factors:
-        return render_template("no_factor.html", has_request=bool(pending_request())), 403
-    return redirect(url_for(FACTOR_ENDPOINTS[factors[0]]))
+        context = {"has_request": bool(pending_request()), "card_login": card_login_enabled()}
+        return render_template("no_factor.html", **context), 403
+    chosen = next((f for f in factors if f not in STANDALONE_FACTORS), factors[0])
+    return redirect(url_for(FACTOR_ENDPOINTS[chosen]))
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])

@@ -11,7 +11,7 @@ from idp.db import get_db
 from idp.models import AuditEvent, OAuthClient, Practitioner, SigningKey, TotpDevice
 from idp.policy import route_inventory
 from tests.support.idp_server import build_app
-from tests.support.oidc import RelyingParty, UserAgent, totp_now
+from tests.support.oidc import RelyingParty, UserAgent, csrf_token, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
 
@@ -42,10 +42,20 @@ def test_cookie_flags_and_rotation_at_each_login_step(live_server, demo, clock):
 
 def test_https_issuer_uses_host_prefixed_secure_cookie(database_url, tmp_path, clock):
     app = build_app(database_url, tmp_path, clock, issuer="https://idp.example")
-    response = app.test_client().get("/login", base_url="https://idp.example")
+    browser = app.test_client()
+    response = browser.get("/login", base_url="https://idp.example")
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-idp_session=") and "Secure" in cookie
     assert "max-age=63072000" in response.headers["Strict-Transport-Security"]
+    # Under https the CSRF check wants a same-origin Referer, which our Referrer-Policy lets
+    # browsers send: a form post from our own page is accepted (401: wrong password, not 400).
+    posted = browser.post(
+        "/login",
+        base_url="https://idp.example",
+        data={"csrf_token": csrf_token(response.text), "identifier": "x", "password": "y"},
+        headers={"Referer": "https://idp.example/login"},
+    )
+    assert posted.status_code == 401
     app.extensions["idp.engine"].dispose()
 
 
@@ -90,7 +100,7 @@ def test_security_headers(live_server, demo):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "frame-ancestors 'none'" in csp
     assert login.headers["Cache-Control"] == "no-store"
-    assert login.headers["Referrer-Policy"] == "no-referrer"
+    assert login.headers["Referrer-Policy"] == "same-origin"
     assert "<script>" not in login.text and " onclick=" not in login.text
     token = requests.post(
         f"{live_server.url}/token",

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -30,6 +31,11 @@ CARD_PATH = "/login/card/tls"
 CERT_HEADER = "X-SSL-Client-Cert"
 VERIFY_HEADER = "X-SSL-Client-Verify"
 START_TIMEOUT_SECONDS = 10
+ENGINE_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+    "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
+    "/usr/lib/engines-3/pkcs11.so",
+)
 
 
 class NginxUnavailableError(RuntimeError):
@@ -45,6 +51,28 @@ def find_nginx() -> str | None:
     if found:
         return found
     return next((path for path in NGINX_CANDIDATES if os.access(path, os.X_OK)), None)
+
+
+def nginx_or_skip() -> str:
+    """The nginx binary; in CI a missing nginx fails instead of skipping."""
+    binary = find_nginx()
+    if binary is None:
+        reason = "nginx not found (apt-get install -y nginx)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: refusing to skip)", pytrace=False)
+        pytest.skip(reason)
+    return binary
+
+
+def pkcs11_engine_or_skip() -> str:
+    """OpenSSL's pkcs11 engine (libp11) and curl, to present a token's key in a TLS handshake."""
+    engine = next((path for path in ENGINE_PATHS if os.path.exists(path)), None)
+    if engine is None or shutil.which("curl") is None:
+        reason = "curl and the OpenSSL pkcs11 engine (apt-get install -y libengine-pkcs11-openssl)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: refusing to skip)", pytrace=False)
+        pytest.skip(reason)
+    return engine
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pkcs11
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.util.x509 import decode_x509_certificate
@@ -128,6 +129,16 @@ def softhsm_environment() -> SoftHsm:
         os.environ["SOFTHSM2_CONF"] = str(conf)
     _environment = SoftHsm(conf_path=conf, module_path=module_path, lib=pkcs11.lib(module_path))
     return _environment
+
+
+def softhsm_or_skip() -> SoftHsm:
+    """The process-wide SoftHSM2; in CI a missing softhsm2 fails instead of skipping."""
+    try:
+        return softhsm_environment()
+    except SoftHsmUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"SoftHSM2 is required in CI: {exc}", pytrace=False)
+        pytest.skip(f"SoftHSM2 not installed: {exc}")
 
 
 def write_configuration(directory: Path) -> Path:

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from idp.clock import FrozenClock
 from tests.support import pki
-from tests.support.softhsm import (
-    ProvisionedCard,
-    SoftHsm,
-    SoftHsmUnavailableError,
-    provision_card,
-    softhsm_environment,
-)
+from tests.support.softhsm import ProvisionedCard, SoftHsm, provision_card, softhsm_or_skip
 
 
 @pytest.fixture(scope="session")
 def softhsm() -> SoftHsm:
     """SoftHSM2 loaded once per process; in CI a missing softhsm2 fails instead of skipping."""
-    try:
-        return softhsm_environment()
-    except SoftHsmUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"SoftHSM2 is required in CI: {exc}", pytrace=False)
-        pytest.skip(f"SoftHSM2 not installed: {exc}")
+    return softhsm_or_skip()
 
 
 @pytest.fixture(scope="session")

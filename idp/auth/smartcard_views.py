@@ -1,0 +1,475 @@
+"""CPS card pages: the login page (local bridge and code), the agent's terminal-mode API, the TLS
+client-certificate endpoints, and card removal from the account.
+
+Thin: ``idp.auth.smartcard_service`` decides, these views turn its typed errors into pages or
+JSON. The login transaction's id lives in the server-side session (``SESSION_KEY``): status,
+completion and the TLS return read it from there, never from the request.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from idp import headers
+from idp.accounts import smartcard_service as cards
+from idp.accounts.service import LastFactorError
+from idp.accounts.views import me
+from idp.auth import smartcard_service as service
+from idp.auth.forms import CardAnswerForm, EmptyForm
+from idp.auth.service import AccountUnavailableError, ThrottledError
+from idp.auth.views import (
+    after_login,
+    client_ip,
+    complete_login,
+    first_factor_practitioner,
+    login_context,
+    offered_factors,
+)
+from idp.cardtrust import CardTrust, CrlCache, ForwardingConfig, is_trusted_proxy
+from idp.db import get_db
+from idp.policy import Policy, policy
+from idp.services import clock, crl_store, settings, throttle
+from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of
+
+bp = Blueprint("smartcard", __name__)
+
+SESSION_KEY = "card_login"
+TLS_PATH = "/login/card/tls"
+GENERIC_FAILURE = (
+    _l("The sign-in with the card failed. Try again or use another sign-in method."),
+    400,
+)
+FAILURES = {
+    "malformed_submission": (_l("The answer from the card could not be read. Try again."), 400),
+    "transaction_invalid": (
+        _l("This sign-in request has expired. Start again from the card sign-in page."),
+        400,
+    ),
+    "transaction_used": (
+        _l("This sign-in request was already used. Start again from the card sign-in page."),
+        409,
+    ),
+    "untrusted_certificate": (
+        _l("This card was not issued by a certification authority this service accepts."),
+        403,
+    ),
+    "certificate_expired": (
+        _l("The certificate on this card has expired. Ask for a new card."),
+        403,
+    ),
+    "certificate_not_yet_valid": (
+        _l(
+            "The certificate on this card is not valid yet. "
+            "Check the date and time of this computer."
+        ),
+        403,
+    ),
+    "certificate_revoked": (
+        _l("This card has been revoked (lost, stolen or replaced). Use your new card."),
+        403,
+    ),
+    "crl_stale": (
+        _l(
+            "The revocation status of your card cannot be checked right now. Try again later "
+            "or use another sign-in method."
+        ),
+        503,
+    ),
+    "bad_signature": (
+        _l("The card's signature does not match this sign-in request. Try again."),
+        401,
+    ),
+    "key_usage": (_l("This certificate cannot be used to sign in."), 403),
+    "unsupported_identifier": (_l("This card does not carry an RPPS number."), 403),
+    "mechanism_refused": (
+        _l("The card used a signature method this service does not accept."),
+        400,
+    ),
+    "test_card_refused": (_l("Test cards are not accepted on this service."), 403),
+    "unknown_practitioner": (
+        _l("No account on this service matches this card. Contact your administrator."),
+        403,
+    ),
+    "card_removed": (
+        _l("This card was removed from your account. Use another card or sign-in method."),
+        403,
+    ),
+    "card_conflict": (
+        _l("This card is linked to another account. Contact your administrator."),
+        409,
+    ),
+    "account_unavailable": (_l("This account is suspended. Contact your administrator."), 403),
+    "untrusted_proxy": (
+        _l("Sign-in with the certificate in your browser is not available here."),
+        403,
+    ),
+    "client_certificate_missing": (
+        _l(
+            "Your browser did not present the card's certificate. Check that the card is in "
+            "the reader, then try again."
+        ),
+        401,
+    ),
+    "throttled": (_l("Too many attempts. Wait a moment, then try again."), 429),
+}
+FAILURES["crl_missing"] = FAILURES["crl_stale"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def card_trust() -> CardTrust | None:
+    """None when no trust anchor is configured: card login is off."""
+    return settings().smartcard
+
+
+def card_check(trust: CardTrust) -> service.CardCheck:
+    crls = CrlCache(store=crl_store(), trust=trust, clock=clock())
+    return service.CardCheck(trust=trust, crls=crls, origin=origin_of(settings().issuer))
+
+
+def failure_message(code: str) -> tuple[str, int]:
+    message, status = FAILURES.get(code, GENERIC_FAILURE)
+    return str(message), status
+
+
+def refusal(error: Exception) -> tuple[str, int]:
+    if isinstance(error, service.UnknownCardHolderError):
+        message = _(
+            "No account on this service matches this card (RPPS %(rpps)s). Contact your "
+            "administrator.",
+            rpps=error.rpps,
+        )
+        return message, 403
+    return failure_message(service.failure_code(error))
+
+
+def render_refusal(message: str, status: int):
+    body = render_template("card_refused.html", message=message)
+    if status == 429:
+        return body, status, {"Retry-After": "60"}
+    return body, status
+
+
+def unavailable():
+    message = _("Sign-in with a CPS card is not available on this service.")
+    return render_template("error.html", message=message), 404
+
+
+def api_error(code: str, message: str, status: int, retry_after: int | None = None) -> Response:
+    """Terminal-mode errors as ``smartcard.protocol`` defines them: ``{"error", "message"}``."""
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def api_refusal(error: Exception) -> Response:
+    if isinstance(error, service.TransactionUsedError):
+        return api_error(error.code, _("This code was already used. Reload the page."), 410)
+    if isinstance(error, service.TransactionInvalidError):
+        return api_error(
+            "unknown_code", _("Unknown or expired code. Check the code on the page."), 404
+        )
+    message, status = refusal(error)
+    return api_error(service.failure_code(error), message, status)
+
+
+def bridge_url() -> str:
+    return f"http://127.0.0.1:{settings().smartcard_bridge_port}"
+
+
+def tls_login_url() -> str:
+    """The card host's endpoint (``IDP_SMARTCARD_TLS_URL``), or this host behind one proxy."""
+    return settings().smartcard_tls_url or settings().issuer + TLS_PATH
+
+
+def card_host_client_ip(forwarding: ForwardingConfig) -> str:
+    """Behind the card host's proxy every peer is the proxy: throttle the client it names."""
+    peer = request.environ.get("REMOTE_ADDR", "")
+    if is_trusted_proxy(remote_addr=peer, trusted_proxies=forwarding.trusted_proxies):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return client_ip()
+
+
+def current_login() -> service.StartedLogin | None:
+    kept = session.get(SESSION_KEY) or {}
+    return service.resume_login(
+        get_db(), transaction=kept.get("transaction"), code=kept.get("code"), clock=clock()
+    )
+
+
+def current_or_new_login() -> service.StartedLogin:
+    """The page's pending transaction (a reload keeps the code being typed), or a new one."""
+    started = current_login()
+    if started is None:
+        db = get_db()
+        service.discard_login(db, transaction=(session.get(SESSION_KEY) or {}).get("transaction"))
+        started = service.start_login(db, clock=clock())
+        session[SESSION_KEY] = {"transaction": started.transaction, "code": started.code}
+    return started
+
+
+def session_transaction() -> str | None:
+    return (session.get(SESSION_KEY) or {}).get("transaction")
+
+
+def render_login_page(started: service.StartedLogin, *, error: str | None = None, status=200):
+    trust = card_trust()
+    other_factors = []
+    if session.get("first_factor"):
+        other_factors = [
+            f for f in offered_factors(first_factor_practitioner()) if f != "smartcard"
+        ]
+    body = render_template(
+        "login_card.html",
+        login=started,
+        error=error,
+        bridge_url=bridge_url(),
+        origin=origin_of(settings().issuer),
+        issuer=settings().issuer,
+        tls_enabled=trust.forwarding.is_enabled,
+        other_factors=other_factors,
+        **login_context(),
+    )
+    response = Response(body, status=status, mimetype="text/html")
+    # The page's script talks to the agent on the loopback address, and to nothing else.
+    response.headers["Content-Security-Policy"] = (
+        f"{headers.CSP}; connect-src 'self' {bridge_url()}"
+    )
+    return response
+
+
+# --------------------------------------------------------------------------- login page
+
+
+@bp.get("/login/card")
+@policy(Policy.PUBLIC)
+def login():
+    if card_trust() is None:
+        return unavailable()
+    return render_login_page(current_or_new_login())
+
+
+@bp.post("/login/card")
+@policy(Policy.PUBLIC)
+def finish():
+    """Local bridge: the page posts the agent's answer (never the PIN, which stays local)."""
+    trust = card_trust()
+    if trust is None:
+        return unavailable()
+    form = CardAnswerForm()
+    if not form.validate_on_submit():
+        return render_refusal(*failure_message("malformed_submission"))
+    try:
+        authentication = service.finish_bridge_login(
+            get_db(),
+            transaction=session_transaction(),
+            answer=form.answer(),
+            check=card_check(trust),
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError:
+        return render_refusal(*failure_message("throttled"))
+    except service.REFUSED as exc:
+        return render_refusal(*refusal(exc))
+    session.pop(SESSION_KEY, None)
+    complete_login(authentication)
+    return after_login()
+
+
+@bp.get("/login/card/status")
+@policy(Policy.PUBLIC)
+def status():
+    """Terminal-mode progress of this browser's own transaction (JSON, polled by the page)."""
+    state = service.login_state(get_db(), transaction=session_transaction(), clock=clock())
+    body = {"status": state.status}
+    if state.failure:
+        body["message"] = failure_message(state.failure)[0]
+    return jsonify(body)
+
+
+@bp.post("/login/card/complete")
+@policy(Policy.PUBLIC)
+def complete():
+    """Terminal mode: pick up the login the agent confirmed for this browser's code, once."""
+    if card_trust() is None:
+        return unavailable()
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    pending = current_login()
+    try:
+        authentication = service.complete_code_login(
+            get_db(), transaction=session_transaction(), clock=clock()
+        )
+    except AccountUnavailableError as exc:
+        return render_refusal(*refusal(exc))
+    except service.TransactionInvalidError:
+        if pending is not None:
+            message = _(
+                "The agent has not confirmed this sign-in yet. Run the command, then continue."
+            )
+            return render_login_page(pending, error=message, status=409)
+        state = service.login_state(get_db(), transaction=session_transaction(), clock=clock())
+        return render_refusal(*failure_message(state.failure or "transaction_invalid"))
+    session.pop(SESSION_KEY, None)
+    complete_login(authentication)
+    return after_login()
+
+
+# --------------------------------------------------------------------------- terminal-mode API
+
+
+@bp.route("/smartcard/code/<code>", methods=["GET", "POST"])
+@policy(Policy.PUBLIC)
+def code_api(code: str):
+    """``smartcard.protocol``'s terminal mode, called by the agent (CSRF-exempt, JSON only)."""
+    trust = card_trust()
+    if trust is None:
+        return api_error("unavailable", _("Sign-in with a CPS card is not available."), 404)
+    try:
+        if request.method == "GET":
+            signing_request = service.signing_request(
+                get_db(),
+                code=code,
+                origin=origin_of(settings().issuer),
+                ip=client_ip(),
+                throttle=throttle(),
+                clock=clock(),
+            )
+            return jsonify(
+                origin=signing_request.origin,
+                transaction=signing_request.transaction,
+                challenge=signing_request.challenge,
+            )
+        if request.mimetype != "application/json":
+            return api_error("unsupported_media_type", _("Send JSON."), 415)
+        if (request.content_length or 0) > MAX_MESSAGE_BYTES:
+            return api_error("payload_too_large", _("The request is too large."), 413)
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or body.get("code") != code:
+            return api_error("bad_request", _("The request is malformed."), 400)
+        service.submit_code_answer(
+            get_db(),
+            code=code,
+            answer={key: value for key, value in body.items() if key != "code"},
+            check=card_check(trust),
+            ip=client_ip(),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError as exc:
+        message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
+        return api_error("throttled", message, 429, exc.retry_after)
+    except service.REFUSED as exc:
+        return api_refusal(exc)
+    return jsonify(status="ok")
+
+
+# --------------------------------------------------------------------------- TLS client certificate
+
+
+@bp.get("/login/card/tls/start")
+@policy(Policy.PUBLIC)
+def tls_start():
+    """Send the browser to the card host, which asks for the card's certificate."""
+    trust = card_trust()
+    if trust is None or not trust.forwarding.is_enabled:
+        return unavailable()
+    started = current_or_new_login()
+    return redirect(f"{tls_login_url()}?{urlencode({'t': started.transaction})}", code=303)
+
+
+@bp.get(TLS_PATH)
+@policy(Policy.PUBLIC)
+def tls_login():
+    """On the card host, behind the proxy that checked the TLS client certificate.
+
+    The headers count only from ``IDP_TRUSTED_PROXIES``, compared with the raw WSGI
+    ``REMOTE_ADDR`` (the TCP peer). This host never sees the main host's session: see
+    ``smartcard_service.complete_tls_at_card_host`` for how the login is bound to the browser.
+    """
+    trust = card_trust()
+    if trust is None:
+        return unavailable()
+    forwarding = trust.forwarding
+    try:
+        result = service.complete_tls_at_card_host(
+            get_db(),
+            transaction=request.args.get("t"),
+            header_value=request.headers.get(forwarding.cert_header),
+            verify_value=request.headers.get(forwarding.verify_header),
+            remote_addr=request.environ.get("REMOTE_ADDR", ""),
+            check=card_check(trust),
+            ip=card_host_client_ip(forwarding),
+            throttle=throttle(),
+            clock=clock(),
+        )
+    except ThrottledError:
+        return back_to_main_host(error="throttled")
+    except service.REFUSED as exc:
+        return back_to_main_host(error=service.failure_code(exc))
+    return back_to_main_host(r=result)
+
+
+def back_to_main_host(**params: str):
+    """To the issuer's host, where the session that started the login lives."""
+    target = settings().issuer + url_for("smartcard.tls_return") + "?" + urlencode(params)
+    return redirect(target, code=303)
+
+
+@bp.get("/login/card/tls/return")
+@policy(Policy.PUBLIC)
+def tls_return():
+    if card_trust() is None:
+        return unavailable()
+    error = request.args.get("error")
+    if error is not None:
+        return render_refusal(*failure_message(error if error in FAILURES else ""))
+    try:
+        authentication = service.finish_tls_login(
+            get_db(), transaction=session_transaction(), result=request.args.get("r"), clock=clock()
+        )
+    except AccountUnavailableError as exc:
+        return render_refusal(*refusal(exc))
+    except service.TransactionInvalidError:
+        return render_refusal(*failure_message("transaction_invalid"))
+    session.pop(SESSION_KEY, None)
+    complete_login(authentication)
+    return after_login()
+
+
+# --------------------------------------------------------------------------- account
+
+
+@bp.post("/account/smartcard/<int:card_id>/remove")
+@policy(Policy.RECENT_STRONG)
+def remove(card_id: int):
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        cards.remove_card(get_db(), practitioner=me(), card_id=card_id, clock=clock())
+    except LastFactorError:
+        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+    except cards.NoSuchCardError:
+        abort(404)
+    return redirect(url_for("accounts.home"), code=303)
