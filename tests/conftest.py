@@ -52,3 +52,52 @@ def demo(live_server):
 
     with live_server.app.app_context():
         return seed(rp_url="http://localhost:9999")
+
+
+# --------------------------------------------------------------------------- smart cards
+# Module-scoped: each test module gets its own SoftHSM2 token, PKI and CRL server.
+
+
+@pytest.fixture(scope="module")
+def softhsm():
+    from tests.support.softhsm import softhsm_or_skip
+
+    return softhsm_or_skip()
+
+
+@pytest.fixture(scope="module")
+def crl_server():
+    from tests.support.crl import CrlServer
+
+    server = CrlServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def card_pki(crl_server):
+    from tests.support import pki
+
+    return pki.make_pki(test=True, crl_url_template=crl_server.url_template)
+
+
+@pytest.fixture(scope="module")
+def rpps():
+    from tests.support import pki
+
+    return pki.make_rpps(prefix="997")
+
+
+@pytest.fixture(scope="module")
+def card(softhsm, card_pki, rpps):
+    """A practitioner card on a SoftHSM2 token, issued by the test IGC-Santé PKI."""
+    from tests.support.softhsm import provision_card
+
+    return provision_card(
+        softhsm=softhsm,
+        issuer=card_pki.intermediate,
+        id_nat="8" + rpps,
+        surname="MARTIN",
+        given_name="JEANNE",
+        crl_url_template=card_pki.crl_url_template,
+    )

@@ -493,6 +493,31 @@ def _refuse(db: Session, attempt: _Attempt, *, error: Exception, throttle: Throt
     db.commit()
 
 
+def _answer_transaction(db: Session, attempt, *, row, answer, check, clock, consumed: bool):
+    """Claim the challenge, verify the agent's answer against it, record who logged in."""
+    challenge = _claim(db, row=row, clock=clock)
+    identity, certificate = verify_answer(
+        answer,
+        check=check,
+        transaction=row.transaction,
+        challenge=challenge.challenge,
+        now=clock.now(),
+    )
+    practitioner, card = _identify(
+        db, attempt, identity=identity, certificate=certificate, clock=clock
+    )
+    _complete(
+        db,
+        row_id=row.id,
+        practitioner=practitioner,
+        card=card,
+        method=attempt.method,
+        clock=clock,
+        consumed=consumed,
+    )
+    return practitioner, card
+
+
 def finish_bridge_login(
     db: Session,
     *,
@@ -509,25 +534,8 @@ def finish_bridge_login(
     try:
         row = require_pending(find_by_transaction(db, transaction=transaction), clock=clock)
         attempt.row_id = row.id
-        challenge = _claim(db, row=row, clock=clock)
-        identity, certificate = verify_answer(
-            answer,
-            check=check,
-            transaction=row.transaction,
-            challenge=challenge.challenge,
-            now=clock.now(),
-        )
-        practitioner, card = _identify(
-            db, attempt, identity=identity, certificate=certificate, clock=clock
-        )
-        _complete(
-            db,
-            row_id=row.id,
-            practitioner=practitioner,
-            card=card,
-            method=BRIDGE,
-            clock=clock,
-            consumed=True,
+        practitioner, card = _answer_transaction(
+            db, attempt, row=row, answer=answer, check=check, clock=clock, consumed=True
         )
     except REFUSED as exc:
         _refuse(db, attempt, error=exc, throttle=throttle)
@@ -557,25 +565,8 @@ def submit_code_answer(
         if row is not None:
             attempt.row_id = row.id
         row = require_pending(row, clock=clock)
-        challenge = _claim(db, row=row, clock=clock)
-        identity, certificate = verify_answer(
-            answer,
-            check=check,
-            transaction=row.transaction,
-            challenge=challenge.challenge,
-            now=clock.now(),
-        )
-        practitioner, card = _identify(
-            db, attempt, identity=identity, certificate=certificate, clock=clock
-        )
-        _complete(
-            db,
-            row_id=row.id,
-            practitioner=practitioner,
-            card=card,
-            method=CODE,
-            clock=clock,
-            consumed=False,
+        _practitioner, card = _answer_transaction(
+            db, attempt, row=row, answer=answer, check=check, clock=clock, consumed=False
         )
     except REFUSED as exc:
         _refuse(db, attempt, error=exc, throttle=throttle)

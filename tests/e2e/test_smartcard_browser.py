@@ -15,7 +15,6 @@ import requests
 from idp.clock import FrozenClock
 from smartcard.protocol import signing_payload
 from smartcard.terminal import terminal_login
-from tests.support import pki
 from tests.support.browser import serve_wsgi_app
 from tests.support.cardlogin import (
     add_practitioner,
@@ -25,49 +24,13 @@ from tests.support.cardlogin import (
     running_bridge,
     serve_fresh_crls,
 )
-from tests.support.crl import CrlServer
 from tests.support.idp_server import build_app, real_now_clock
 from tests.support.nginx import free_port
 from tests.support.oidc import RelyingParty
-from tests.support.softhsm import provision_card, softhsm_or_skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.pkcs11]
 
 AMR = ["sc", "pin", "hwk", "mfa"]
-
-
-@pytest.fixture(scope="module")
-def softhsm():
-    return softhsm_or_skip()
-
-
-@pytest.fixture(scope="module")
-def crl_server():
-    server = CrlServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def card_pki(crl_server):
-    return pki.make_pki(test=True, crl_url_template=crl_server.url_template)
-
-
-@pytest.fixture(scope="module")
-def rpps():
-    return pki.make_rpps(prefix="997")
-
-
-@pytest.fixture(scope="module")
-def card(softhsm, card_pki, rpps):
-    return provision_card(
-        softhsm=softhsm,
-        issuer=card_pki.intermediate,
-        id_nat="8" + rpps,
-        surname="MARTIN",
-        given_name="JEANNE",
-        crl_url_template=card_pki.crl_url_template,
-    )
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tests.support import nginx as harness
 from tests.support import pki
 from tests.support.cardlogin import add_practitioner, events, make_card_trust, serve_fresh_crls
-from tests.support.crl import CrlServer
 from tests.support.idp_server import LiveServer, build_app, real_now_clock
 from tests.support.oidc import RelyingParty, UserAgent
 from tests.support.softhsm import provision_card, softhsm_or_skip
@@ -37,23 +36,6 @@ AMR = ["sc", "pin", "hwk", "mfa"]
 @pytest.fixture(scope="module")
 def nginx_binary():
     return harness.nginx_or_skip()
-
-
-@pytest.fixture(scope="module")
-def crl_server():
-    server = CrlServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def card_pki(crl_server):
-    return pki.make_pki(test=True, crl_url_template=crl_server.url_template)
-
-
-@pytest.fixture(scope="module")
-def rpps():
-    return pki.make_rpps(prefix="997")
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,9 @@ from tests.support.cardlogin import (
     running_bridge,
     serve_fresh_crls,
 )
-from tests.support.crl import CrlServer
 from tests.support.idp_server import build_app
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, totp_now
-from tests.support.softhsm import provision_card, softhsm_or_skip
+from tests.support.softhsm import provision_card
 
 pytestmark = pytest.mark.pkcs11
 
@@ -54,40 +53,6 @@ AMR = ["sc", "pin", "hwk", "mfa"]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def softhsm():
-    return softhsm_or_skip()
-
-
-@pytest.fixture(scope="module")
-def crl_server():
-    server = CrlServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def card_pki(crl_server):
-    return pki.make_pki(test=True, crl_url_template=crl_server.url_template)
-
-
-@pytest.fixture(scope="module")
-def rpps():
-    return pki.make_rpps(prefix="997")
-
-
-@pytest.fixture(scope="module")
-def card(softhsm, card_pki, rpps):
-    return provision_card(
-        softhsm=softhsm,
-        issuer=card_pki.intermediate,
-        id_nat="8" + rpps,
-        surname="MARTIN",
-        given_name="JEANNE",
-        crl_url_template=card_pki.crl_url_template,
-    )
 
 
 @pytest.fixture(scope="module")
