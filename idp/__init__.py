@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from idp import db, headers, i18n, policy
+from idp.auth import assurance
 from idp.cardtrust import CrlStoreUnavailableError
 from idp.clock import SystemClock
 from idp.config import Settings, check_keys, check_webauthn, load_settings
@@ -58,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_blueprints(app)
     _register_error_pages(app)
     app.context_processor(lambda: {"display_name": settings.issuer_name})
+    app.jinja_env.globals["describe_login"] = assurance.describe
     return app
 
 

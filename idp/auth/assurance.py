@@ -12,6 +12,8 @@ may only enrol a new factor.
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
+
 SUBSTANTIAL = "substantial"
 PHISHING_RESISTANT = "phr"
 HIGH = "phrh"
@@ -35,3 +37,23 @@ def satisfies(achieved: str | None, requested: list[str]) -> bool:
 def required_level(requested: list[str]) -> str | None:
     known = [value for value in requested if value in RANKS]
     return min(known, key=rank) if known else None
+
+
+LEVEL_LABELS = {
+    SUBSTANTIAL: _l("substantial"),
+    PHISHING_RESISTANT: _l("phishing-resistant"),
+    HIGH: _l("high"),
+}
+METHOD_LABELS = {  # RFC 8176 values, as practitioners know them; mfa/user/pin are implied
+    "pwd": _l("password"),
+    "otp": _l("authenticator app code"),
+    "hwk": _l("security key"),
+    "swk": _l("passkey"),
+    "sc": _l("CPS card"),
+}
+
+
+def describe(auth: dict) -> str:
+    """'password + authenticator app code (substantial)' for the account page."""
+    methods = " + ".join(str(METHOD_LABELS[m]) for m in auth["amr"] if m in METHOD_LABELS)
+    return f"{methods} ({LEVEL_LABELS.get(auth['acr'], auth['acr'])})"

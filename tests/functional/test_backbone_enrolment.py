@@ -64,6 +64,9 @@ def test_invitation_to_active_account(live_server, clock):
     assert wrong.status_code == 400
     done = agent.post("/enrol/totp", {"code": pyotp.TOTP(secret).at(clock.now())}, wrong.text)
     assert done.status_code == 200 and "Léa" in done.text  # landed on the account page
+    assert "mot de passe + code d'application d'authentification (substantiel)" in (
+        done.text.replace("&#39;", "'")
+    )
     assert UserAgent(live_server.url).get(f"/enrol/{token}").status_code == 404  # single use
     clock.advance(30)
     again = UserAgent(live_server.url)
