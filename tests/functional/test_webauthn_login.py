@@ -627,7 +627,7 @@ def test_invitation_enrolment_with_a_passkey(live_server, demo):
     )
     done = agent.post("/enrol/webauthn", {"credential": json.dumps(response)}, page.text)
     assert done.status_code == 200 and done.url.endswith("/account")
-    assert "pwd, swk, user, mfa (phr)" in done.text
+    assert "mot de passe + clé d&#39;accès (résistant à l&#39;hameçonnage)" in done.text
     with live_server.app.app_context():
         ana = get_db().execute(select(Practitioner).where(Practitioner.rpps == "10000000025"))
         assert ana.scalar_one().status == PractitionerStatus.ACTIVE
