@@ -159,6 +159,21 @@ def render_second_factor(form, *, error: str | None = None, status: int = 200):
     return render_template("login_webauthn.html", form=form, error=error, **context), status
 
 
+def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Authentication:
+    """Verify the assertion against this session's challenge; None: a passkey names its owner."""
+    return login_service.finish_authentication(
+        get_db(),
+        rp=relying_party(),
+        credential_json=form.credential.data,
+        challenge_id=take_challenge(purpose),
+        practitioner=practitioner,
+        required_acr=required_acr,
+        ip=client_ip(),
+        throttle=throttle(),
+        clock=clock(),
+    )
+
+
 @bp.route("/login/webauthn", methods=["GET", "POST"])
 @policy(Policy.FIRST_FACTOR)
 def login():
@@ -169,17 +184,7 @@ def login():
     if not form.validate_on_submit():
         return render_second_factor(form, status=400 if request.method == "POST" else 200)
     try:
-        authentication = login_service.finish_authentication(
-            get_db(),
-            rp=relying_party(),
-            credential_json=form.credential.data,
-            challenge_id=take_challenge(SECOND_FACTOR),
-            practitioner=practitioner,
-            required_acr=required_acr,
-            ip=client_ip(),
-            throttle=throttle(),
-            clock=clock(),
-        )
+        authentication = finish_login(form, purpose=SECOND_FACTOR, practitioner=practitioner)
     except ThrottledError as exc:
         factors = [f for f in offered_factors(practitioner) if f != "webauthn"]
         return throttled_page("login_webauthn.html", form, exc.retry_after, other_factors=factors)
@@ -249,17 +254,7 @@ def passkey_login():
     if not form.validate_on_submit():
         return render_login_error(_("The passkey sign-in was incomplete. Try again."), 400)
     try:
-        authentication = login_service.finish_authentication(
-            get_db(),
-            rp=relying_party(),
-            credential_json=form.credential.data,
-            challenge_id=take_challenge(PASSKEY),
-            practitioner=None,
-            required_acr=required_acr,
-            ip=client_ip(),
-            throttle=throttle(),
-            clock=clock(),
-        )
+        authentication = finish_login(form, purpose=PASSKEY, practitioner=None)
     except ThrottledError as exc:
         message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
         body, status = render_login_error(message, 429)

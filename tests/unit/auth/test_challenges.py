@@ -6,14 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from idp import challenges
-from idp.db import get_db
 from idp.models import AuthChallenge
-
-
-@pytest.fixture
-def db(app):
-    with app.app_context():
-        yield get_db()
 
 
 def test_a_challenge_is_random_and_consumed_once(db, clock):

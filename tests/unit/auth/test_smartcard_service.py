@@ -18,12 +18,6 @@ from idp.models import AuthChallenge, PractitionerStatus, SmartcardLogin
 
 
 @pytest.fixture
-def db(app):
-    with app.app_context():
-        yield get_db()
-
-
-@pytest.fixture
 def practitioner(db, clock):
     created = accounts.create_practitioner(
         db,

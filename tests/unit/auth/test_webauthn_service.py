@@ -14,7 +14,6 @@ from idp.accounts import service as accounts
 from idp.accounts import webauthn_service as keys
 from idp.auth import assurance
 from idp.auth import webauthn_service as login
-from idp.db import get_db
 from idp.factors import webauthn as wa
 from idp.models import PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
@@ -31,12 +30,6 @@ TEST_AAGUID_TEXT = str(uuid.UUID(bytes=TEST_AAGUID))
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def db(app):
-    with app.app_context():
-        yield get_db()
 
 
 @pytest.fixture
