@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,32 @@ class TestDatabase:
     def drop(self) -> None:
         if self.is_postgres:
             self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server for tests that exist only there; CI must provide one."""
+    url = os.environ.get("IDP_TEST_POSTGRES_URL") or os.environ.get("IDP_TEST_DATABASE_URL")
+    if url:
+        return url
+    if os.environ.get("CI") or os.environ.get("IDP_REQUIRE_POSTGRES"):
+        pytest.fail("PostgreSQL tests need IDP_TEST_POSTGRES_URL or IDP_TEST_DATABASE_URL")
+    pytest.skip("no PostgreSQL server configured (IDP_TEST_POSTGRES_URL)")
+
+
+@contextlib.contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """A throwaway database on that server, dropped afterwards."""
+    base = normalise_url(postgres_server_url()).rsplit("/", 1)[0]
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def require_postgres_in_ci() -> None:

@@ -6,14 +6,14 @@ import os
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from idp.cardtrust import CardTrust, DatabaseCrlStore, RedisCrlStore
 from idp.clock import FrozenClock
-from idp.db import normalise_url
 from idp.factors.smartcard import CardPolicy
 from tests.support import pki
 from tests.support.crl import CrlServer
+from tests.support.idp_server import scratch_postgres_database
 
 TEST_POLICY = CardPolicy(production=False)
 
@@ -99,24 +99,12 @@ def sqlite_store(tmp_path):
 
 @pytest.fixture
 def postgres_store():
-    server_url = os.environ.get("IDP_TEST_DATABASE_URL")
-    if not server_url:
-        if os.environ.get("IDP_REQUIRE_POSTGRES"):
-            pytest.fail("IDP_REQUIRE_POSTGRES is set but IDP_TEST_DATABASE_URL is not")
-        pytest.skip("IDP_TEST_DATABASE_URL not set")
-    base = normalise_url(server_url).rsplit("/", 1)[0]
-    name = f"idp_crl_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(f"{base}/{name}")
-    store = DatabaseCrlStore(engine)
-    store.create_table()
-    yield store
-    engine.dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("idp_crl") as url:
+        engine = create_engine(url)
+        store = DatabaseCrlStore(engine)
+        store.create_table()
+        yield store
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "redis", pytest.param("postgres", marks=pytest.mark.postgres)])

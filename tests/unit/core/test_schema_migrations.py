@@ -3,18 +3,15 @@ the smart-card migration goes down and up again cleanly."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from idp.db import MIGRATIONS_DIR, normalise_url, upgrade
 from idp.models import Base
+from tests.support.idp_server import scratch_postgres_database
 
 CARD_TABLES = {"smartcards", "smartcard_logins", "crl_cache"}
 
@@ -51,23 +48,9 @@ def test_sqlite_schema_matches_the_models(tmp_path):
 
 
 def test_postgresql_schema_matches_the_models():
-    server_url = os.environ.get("IDP_TEST_DATABASE_URL")
-    if not server_url:
-        if os.environ.get("IDP_REQUIRE_POSTGRES"):
-            pytest.fail("IDP_REQUIRE_POSTGRES is set but IDP_TEST_DATABASE_URL is not")
-        pytest.skip("IDP_TEST_DATABASE_URL not set")
-    base = normalise_url(server_url).rsplit("/", 1)[0]
-    name = f"idp_schema_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        upgrade(f"{base}/{name}")
-        assert schema_differences(f"{base}/{name}") == []
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database("idp_schema") as url:
+        upgrade(url)
+        assert schema_differences(url) == []
 
 
 def test_smartcard_migration_goes_down_and_up(tmp_path):
