@@ -8,7 +8,6 @@ started it. The card's key sits in a file for ``requests`` and on a SoftHSM2 tok
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 import subprocess
 import urllib.parse
@@ -242,21 +241,8 @@ def test_card_key_on_a_pkcs11_token_through_curl(
     agent.get(rp.authorization_url())
     agent.get("/login/card")
     target = card_host_url(agent)
-    openssl_conf = tmp_path / "openssl.cnf"
-    openssl_conf.write_text(
-        "openssl_conf = openssl_init\n"
-        "[openssl_init]\nengines = engine_section\n"
-        "[engine_section]\npkcs11 = pkcs11_section\n"
-        "[pkcs11_section]\n"
-        "engine_id = pkcs11\n"
-        f"dynamic_path = {engine}\n"
-        f"MODULE_PATH = {softhsm.module_path}\n"
-        "init = 0\n"
-    )
-    certificate = tmp_path / "token.crt"
-    certificate.write_bytes(card.auth.certificate.public_bytes(Encoding.PEM))
-    key_uri = (
-        f"pkcs11:token={urllib.parse.quote(card.label)};id=%01;type=private?pin-value={card.pin}"
+    client_key = harness.token_client_key(
+        tmp_path, engine=engine, module_path=softhsm.module_path, card=card
     )
 
     result = subprocess.run(
@@ -273,16 +259,16 @@ def test_card_key_on_a_pkcs11_token_through_curl(
             "--cacert",
             str(files["tls"].ca_file),
             "--cert",
-            str(certificate),
+            str(client_key.certificate),
             "--engine",
             "pkcs11",
             "--key-type",
             "ENG",
             "--key",
-            key_uri,
+            client_key.key_uri,
             target,
         ],
-        env=os.environ | {"OPENSSL_CONF": str(openssl_conf)},
+        env=client_key.env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,3 +282,35 @@ def start_nginx(*, prefix: Path, site: str, ports: tuple[int, ...]) -> Nginx:
         except OSError:
             time.sleep(0.05)
     return nginx
+
+
+@dataclass(frozen=True)
+class TokenClientKey:
+    """What curl needs to sign the TLS handshake with a key that stays on a PKCS#11 token."""
+
+    env: dict
+    certificate: Path
+    key_uri: str
+
+
+def token_client_key(directory: Path, *, engine: str, module_path: str, card) -> TokenClientKey:
+    """OpenSSL configuration loading libp11's engine for ``card`` (a provisioned token)."""
+    openssl_conf = directory / "openssl.cnf"
+    openssl_conf.write_text(
+        "openssl_conf = openssl_init\n"
+        "[openssl_init]\nengines = engine_section\n"
+        "[engine_section]\npkcs11 = pkcs11_section\n"
+        "[pkcs11_section]\n"
+        "engine_id = pkcs11\n"
+        f"dynamic_path = {engine}\n"
+        f"MODULE_PATH = {module_path}\n"
+        "init = 0\n"
+    )
+    certificate = directory / "token.crt"
+    certificate.write_bytes(card.auth.certificate.public_bytes(Encoding.PEM))
+    label = urllib.parse.quote(card.label)
+    return TokenClientKey(
+        env=os.environ | {"OPENSSL_CONF": str(openssl_conf)},
+        certificate=certificate,
+        key_uri=f"pkcs11:token={label};id=%01;type=private?pin-value={card.pin}",
+    )

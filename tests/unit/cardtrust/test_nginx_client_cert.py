@@ -365,21 +365,8 @@ def token_card(card_pki):
 def test_key_on_a_pkcs11_token_through_curl(no_ca, files, pkcs11_engine, token_card, tmp_path):
     """curl + libp11 sign the TLS handshake on the token: the key never leaves it."""
     softhsm, card = token_card
-    openssl_conf = tmp_path / "openssl.cnf"
-    openssl_conf.write_text(
-        "openssl_conf = openssl_init\n"
-        "[openssl_init]\nengines = engine_section\n"
-        "[engine_section]\npkcs11 = pkcs11_section\n"
-        "[pkcs11_section]\n"
-        "engine_id = pkcs11\n"
-        f"dynamic_path = {pkcs11_engine}\n"
-        f"MODULE_PATH = {softhsm.module_path}\n"
-        "init = 0\n"
-    )
-    certificate = tmp_path / "token.crt"
-    certificate.write_bytes(card.auth.certificate.public_bytes(Encoding.PEM))
-    key_uri = (
-        f"pkcs11:token={urllib.parse.quote(card.label)};id=%01;type=private?pin-value={card.pin}"
+    client_key = harness.token_client_key(
+        tmp_path, engine=pkcs11_engine, module_path=softhsm.module_path, card=card
     )
     result = subprocess.run(
         [
@@ -389,16 +376,16 @@ def test_key_on_a_pkcs11_token_through_curl(no_ca, files, pkcs11_engine, token_c
             "--cacert",
             str(files["tls"].ca_file),
             "--cert",
-            str(certificate),
+            str(client_key.certificate),
             "--engine",
             "pkcs11",
             "--key-type",
             "ENG",
             "--key",
-            key_uri,
+            client_key.key_uri,
             no_ca + harness.CARD_PATH,
         ],
-        env=os.environ | {"OPENSSL_CONF": str(openssl_conf)},
+        env=client_key.env,
         capture_output=True,
         text=True,
         timeout=60,
