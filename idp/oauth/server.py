@@ -58,7 +58,7 @@ def save_token(token: dict, oauth_request) -> None:
         client_id=oauth_request.client.client_id,
         scope=token.get("scope", ""),
     )
-    db.commit()
+    # No commit here: the token lands in the code claim's transaction (the token view commits).
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -108,7 +108,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         db.commit()
 
     def query_authorization_code(self, code: str, client: OAuthClient):
-        """Consume the code atomically; a second use revokes what the first one issued."""
+        """Consume the code atomically; a second use revokes what the first one issued.
+
+        The claim is not committed here: the token view commits once, after the token is
+        saved, so the claim and the token land together. A replay that arrives in between
+        waits for that commit (the claimed row is locked), then finds the token to revoke. A
+        failed exchange (wrong verifier, expired code) commits the claim alone: one try.
+        """
         db = get_db()
         row = db.execute(
             select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(code))
@@ -138,7 +144,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             )
             db.commit()
             return None
-        db.commit()
         if (now - row.issued_at).total_seconds() > settings().code_ttl_seconds:
             return None
         return row

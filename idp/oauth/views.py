@@ -291,7 +291,11 @@ def cancel():
 @bp.post("/token")
 @policy(Policy.CLIENT)
 def token():
-    return server().create_token_response()
+    """One commit for the exchange: the code's claim and the token it buys (or the claim of a
+    failed exchange alone, which still spends the code)."""
+    response = server().create_token_response()
+    get_db().commit()
+    return response
 
 
 def bearer_error(error: str, description: str, status: int = 401):

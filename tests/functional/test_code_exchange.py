@@ -1,0 +1,84 @@
+"""The code exchange is one unit of work: the code's claim and the token it buys land together,
+so a replay can never slip in between them and revoke nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+from sqlalchemy import select
+
+from idp import audit
+from idp.db import get_db
+from idp.models import AuditEvent, Token
+from tests.functional.test_oidc_flow import REDIRECT, full_login
+from tests.support.oidc import query_of
+
+
+def redeem(live_server, demo, rp, code):
+    return requests.post(
+        rp.metadata["token_endpoint"],
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": rp.code_verifier,
+        },
+        auth=(demo["client_id"], demo["client_secret"]),
+        timeout=60,
+    )
+
+
+def test_a_replay_between_claim_and_token_still_revokes_the_token(
+    live_server, demo, clock, monkeypatch
+):
+    rp, _agent, location = full_login(live_server, demo, clock)
+    code = query_of(location)["code"][0]
+    claimed = threading.Event()
+    record = audit.record
+
+    def slow_token_record(db, event, **kwargs):
+        """The first exchange has claimed the code and is about to save its token: pause."""
+        entry = record(db, event, **kwargs)
+        if event == "oauth:token:issued" and not claimed.is_set():
+            claimed.set()
+            time.sleep(1.0)  # the replay arrives now
+        return entry
+
+    monkeypatch.setattr(audit, "record", slow_token_record)
+    first: dict = {}
+    exchange = threading.Thread(target=lambda: first.update(r=redeem(live_server, demo, rp, code)))
+    exchange.start()
+    assert claimed.wait(30)
+    replay = redeem(live_server, demo, rp, code)
+    exchange.join(60)
+    assert first["r"].status_code == 200 and replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    token = first["r"].json()["access_token"]
+    info = requests.get(f"{live_server.url}/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert info.status_code == 401  # the replay revoked what the first use obtained
+    with live_server.app.app_context():
+        db = get_db()
+        assert db.execute(select(Token.revoked_at)).scalars().all() != [None]
+        reused = db.execute(
+            select(AuditEvent).where(AuditEvent.event == "oauth:code:reused")
+        ).scalar_one()
+        assert '"revoked_tokens": 1' in reused.details_json
+
+
+def test_a_failed_exchange_still_spends_the_code(live_server, demo, clock):
+    rp, _agent, location = full_login(live_server, demo, clock)
+    code = query_of(location)["code"][0]
+    wrong = requests.post(
+        rp.metadata["token_endpoint"],
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": "w" * 64,
+        },
+        auth=(demo["client_id"], demo["client_secret"]),
+    )
+    assert wrong.status_code == 400
+    assert redeem(live_server, demo, rp, code).json()["error"] == "invalid_grant"
