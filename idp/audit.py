@@ -9,7 +9,7 @@ from flask import has_request_context, request
 from sqlalchemy.orm import Session
 
 from idp.models import AuditEvent
-from idp.services import clock
+from idp.services import client_address, clock
 
 
 def record(
@@ -23,7 +23,7 @@ def record(
     """Add an event to the caller's transaction: it lands with the change it describes."""
     ip = user_agent = None
     if has_request_context():
-        ip = request.remote_addr
+        ip = client_address()
         user_agent = (request.user_agent.string or "")[:300]
     entry = AuditEvent(
         at=clock().now(),

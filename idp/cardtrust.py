@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -86,6 +85,12 @@ from idp.factors.smartcard import (
     verified_chain,
     verify_certificate,
 )
+from idp.forwarded import (
+    IPNetwork,
+    TrustedProxyConfigError,
+    is_trusted_proxy,
+    parse_trusted_proxies,
+)
 from idp.models import CrlCacheEntry
 from smartcard.protocol import SUPPORTED_MECHANISMS
 
@@ -108,8 +113,6 @@ EXTRA_URL_SCHEMES = frozenset({"http", "https", "file"})
 HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class CardTrustConfigError(ConfigError):
@@ -226,11 +229,10 @@ def load_card_trust(environ: Mapping[str, str] | None = None) -> CardTrust | Non
 def load_forwarding_config(environ: Mapping[str, str]) -> ForwardingConfig:
     """``IDP_TRUSTED_PROXIES`` and the header names; header names never hold underscores
     (proxies and WSGI servers would drop or conflate them)."""
-    proxies = tuple(
-        _parse_network(item)
-        for item in re.split(r"[\s,]+", environ.get("IDP_TRUSTED_PROXIES", "").strip())
-        if item
-    )
+    try:
+        proxies = parse_trusted_proxies(environ.get("IDP_TRUSTED_PROXIES", ""))
+    except TrustedProxyConfigError as exc:
+        raise CardTrustConfigError(str(exc)) from exc
     headers = {}
     for variable, default in (
         ("IDP_SMARTCARD_CERT_HEADER", DEFAULT_CERT_HEADER),
@@ -311,13 +313,6 @@ def parse_crl_urls(value: str) -> tuple[str, ...]:
         if urllib.parse.urlsplit(url).scheme.lower() not in EXTRA_URL_SCHEMES:
             raise CardTrustConfigError(f"IDP_SMARTCARD_CRL_URLS: {url!r} is not http(s) or file")
     return urls
-
-
-def _parse_network(value: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        raise CardTrustConfigError(f"IDP_TRUSTED_PROXIES: {value!r} is not an address") from exc
 
 
 def _read_certificate_file(path: Path, variable: str) -> list[x509.Certificate]:
@@ -697,16 +692,6 @@ class CrlCache:
 
 
 # --- TLS client certificate behind a reverse proxy ---------------------------------------------
-
-
-def is_trusted_proxy(*, remote_addr: str, trusted_proxies: Sequence[IPNetwork]) -> bool:
-    try:
-        address = ipaddress.ip_address(remote_addr.strip())
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in trusted_proxies)
 
 
 def decode_forwarded_certificate(header_value: str | None) -> bytes:

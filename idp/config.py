@@ -58,6 +58,8 @@ class Settings:
     """Port of the workstation agent's bridge on 127.0.0.1, as the login page calls it."""
     smartcard_tls_url: str | None = None
     """The card host's ``/login/card/tls`` URL (default: the issuer's own, one proxy host)."""
+    trusted_proxies: tuple = ()
+    """Reverse proxies whose ``X-Forwarded-For`` names the client (``idp.forwarded``)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -205,7 +207,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             default=DEFAULT_BRIDGE_PORT,
         ),
         smartcard_tls_url=parse_card_host_url(env.get("IDP_SMARTCARD_TLS_URL", "")),
+        trusted_proxies=load_trusted_proxies(env),
     )
+
+
+def load_trusted_proxies(env: dict[str, str]) -> tuple:
+    from idp.forwarded import TrustedProxyConfigError, parse_trusted_proxies
+
+    try:
+        return parse_trusted_proxies(env.get("IDP_TRUSTED_PROXIES", ""))
+    except TrustedProxyConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_keys(settings: Settings) -> None:
