@@ -13,6 +13,7 @@ import sys
 import click
 
 from idp.config import ConfigError, check_keys, load_settings
+from idp.db import dispose as dispose_app
 
 
 def fail(message: str) -> None:
@@ -73,7 +74,7 @@ def serve(host: str, port: int, workers: int) -> None:
         from idp.services import cipher, clock
 
         ensure_keys(get_db(), cipher=cipher(), clock=clock())
-    app.extensions["idp.engine"].dispose()
+    dispose_app(app)
     run(host=host, port=port, workers=workers)
 
 

@@ -45,8 +45,18 @@ def init_app(app: Flask, url: str) -> None:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
     app.extensions["idp.engine"] = engine
+    # Throttle counters and browser sessions are written on short transactions of their own,
+    # from a pool of their own: a burst of requests holding the request pool's connections can
+    # never starve them (which would leave each request waiting for the next).
+    app.extensions["idp.state_engine"] = make_engine(url)
     app.extensions["idp.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_close_session)
+
+
+def dispose(app: Flask) -> None:
+    """Close every pooled connection of the app's engines."""
+    for name in ("idp.engine", "idp.state_engine"):
+        app.extensions[name].dispose()
 
 
 def get_db() -> Session:

@@ -1,35 +1,106 @@
-"""Named throttles with growing delays, shared by all server processes.
+"""Named limiters, reserved before verifying, shared by every server process.
 
-A few failures are free; after that each failure doubles the wait, capped at one hour. No
-permanent lockout: an attacker cannot lock a doctor out for good. Counters live in the
-database, or in Redis when configured. If Redis is unreachable the throttle fails closed
-(ThrottleUnavailableError): an identity provider must not verify factors unthrottled.
+Every factor check first *reserves* an attempt on each of its limiter keys, atomically, and
+only then verifies. The reservation counts as a failure straight away, so a burst of parallel
+requests gets exactly the guesses a sequence would: each one sees the count and the delay the
+previous one left. What a success does is the limiter's own rule: it resets the keys that
+belong to the person (their account, their device), hands the attempt back on shared ones (an
+address), and keeps it on a login's own counter (answers still in flight for a login that just
+succeeded get no fresh tries). An attempt that was no guess at all (a genuine card on a
+suspended account) is handed back everywhere.
+
+Each limiter allows a few free failures, then doubles the wait after each failure, capped at
+one hour. Limiters with a ceiling refuse outright once that many consecutive failures are
+counted (NIST 800-63B §5.2.2: at most 100), until a success resets them or a day passes
+without failures. Counters live in the database, or in Redis when configured. If Redis is
+unreachable the throttle fails closed (ThrottleUnavailableError): an identity provider must not
+verify factors unthrottled.
+
+Why per device: a per-account limit that applied to everyone would let an attacker keep a
+practitioner locked out with one wrong password an hour. So a browser that already completed a
+login for the account carries a device cookie (``idp.auth.devices``), and its attempts count on
+a limiter of its own; only clients without it share the account's limiter (OWASP "device
+cookies"). Guessing stays capped: everyone else shares one counter per account, per address.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 
 from idp.clock import Clock
 from idp.models import ThrottleCounter
 
-FREE_FAILURES = 5
-IP_FREE_FAILURES = 50  # a hospital behind one NAT address must not lock out its doctors
 MAX_DELAY_SECONDS = 3600
 COUNTER_TTL_SECONDS = 24 * 3600
+CONSECUTIVE_FAILURE_CEILING = 100  # NIST 800-63B §5.2.2
+SECOND_STEP_FAILURES = 3  # wrong second-factor answers before the login restarts at the password
 
 
-def free_failures(key: str) -> int:
-    """Keys are ``<limiter>:<subject>``; limiters ending in ``.ip`` are per client address."""
-    return IP_FREE_FAILURES if key.split(":", 1)[0].endswith(".ip") else FREE_FAILURES
+RESET, RELEASE, KEEP = "reset", "release", "keep"
 
 
-def delay_after(failures: int, free: int = FREE_FAILURES) -> int:
+@dataclass(frozen=True)
+class Limit:
+    free: int
+    """Failures without any delay."""
+    ceiling: int | None = None
+    """Consecutive failures after which the key refuses until reset or expiry."""
+    ttl: int = COUNTER_TTL_SECONDS
+    """A counter whose last failure is this old starts again from zero."""
+    on_success: str = RESET
+    """RESET the key, RELEASE the attempt (shared keys), or KEEP it counted."""
+
+
+ADDRESS = Limit(free=50, on_success=RELEASE)  # a hospital behind one NAT address
+ACCOUNT = Limit(free=10, ceiling=CONSECUTIVE_FAILURE_CEILING)
+DEVICE = Limit(free=5, ceiling=CONSECUTIVE_FAILURE_CEILING)
+
+LIMITS: dict[str, Limit] = {
+    # password step
+    "login.ip": ADDRESS,
+    "login.account": ACCOUNT,  # clients without this account's device cookie, together
+    "login.device": DEVICE,  # one browser that already completed a login for the account
+    # second factors, after the password
+    "2fa.ip": ADDRESS,
+    "2fa.account": DEVICE,  # whoever gets here holds the password: fewer free failures
+    "2fa.device": DEVICE,
+    # one login in progress: a few wrong answers send the practitioner back to the password
+    "2fa.login": Limit(
+        free=SECOND_STEP_FAILURES, ceiling=SECOND_STEP_FAILURES, ttl=3600, on_success=KEEP
+    ),
+    # passkeys and security keys (also alone, before any password)
+    "webauthn.ip": ADDRESS,
+    "webauthn.account": DEVICE,
+    "webauthn.device": DEVICE,
+    # smart cards: per address only, a card's certificate is public (anyone could lock it)
+    "smartcard.ip": ADDRESS,
+}
+
+
+def key(limiter: str, *subject: object) -> str:
+    """``<limiter>:<subject>``; only limiters named in LIMITS exist."""
+    if limiter not in LIMITS:
+        raise KeyError(f"no limiter named {limiter!r}")
+    return ":".join([limiter, *map(str, subject)])
+
+
+def limiter_of(counter_key: str) -> str:
+    return counter_key.split(":", 1)[0]
+
+
+def limit_of(counter_key: str) -> Limit:
+    return LIMITS[limiter_of(counter_key)]
+
+
+def delay_after(failures: int, free: int) -> int:
     if failures <= free:
         return 0
     return min(2 ** (failures - free - 1), MAX_DELAY_SECONDS)
@@ -39,50 +110,223 @@ class ThrottleUnavailableError(Exception):
     """The shared counter store cannot be reached."""
 
 
+class ThrottledError(Exception):
+    """Refused before verifying: wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int, *, keys: Sequence[str] = ()) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after
+        self.keys = tuple(keys)
+
+    def blocks(self, limiter: str) -> bool:
+        return any(limiter_of(k) == limiter for k in self.keys)
+
+
+@dataclass
+class Reservation:
+    """One attempt, counted on every key before verifying."""
+
+    failures: dict[str, int] = field(default_factory=dict)
+    """Each key's consecutive failures, this attempt included."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.failures)
+
+    def count(self, limiter: str) -> int:
+        return max(
+            (n for k, n in self.failures.items() if k.split(":", 1)[0] == limiter), default=0
+        )
+
+
 class Throttle(Protocol):
+    def reserve(self, keys: Iterable[str]) -> Reservation:
+        """Count an attempt on every key, or raise ThrottledError and count nothing."""
+
+    def succeeded(self, reservation: Reservation) -> None:
+        """The attempt succeeded: each key does what its limiter says (``Limit.on_success``)."""
+
+    def forgive(self, reservation: Reservation) -> None:
+        """The attempt was no guess: hand it back on every key."""
+
     def retry_after(self, key: str) -> int:
-        """Seconds to wait before ``key`` may try again (0: go ahead)."""
+        """Seconds before ``key`` may try again (0: go ahead)."""
 
-    def hit(self, key: str) -> None:
-        """Record a failure."""
 
-    def reset(self, key: str) -> None:
-        """Forget failures after a success."""
+def ensure_allowed(throttle: Throttle, keys: Iterable[str]) -> None:
+    """A read-only check, for steps that verify nothing (asking for WebAuthn options)."""
+    keys = list(keys)
+    waits = {k: throttle.retry_after(k) for k in keys}
+    wait = max(waits.values(), default=0)
+    if wait:
+        raise ThrottledError(wait, keys=[k for k, w in waits.items() if w])
+
+
+def _wait(limit: Limit, *, failures: int, blocked_until: float, last_failure: float, now: float):
+    if now - last_failure >= limit.ttl:
+        return 0, 0  # stale: starts again
+    wait = max(0, math.ceil(blocked_until - now))
+    if limit.ceiling is not None and failures >= limit.ceiling:
+        wait = max(wait, math.ceil(last_failure + limit.ttl - now))
+    return wait, failures
 
 
 class DatabaseThrottle:
-    def __init__(self, db: Session, clock: Clock) -> None:
-        self._db = db
+    """Counters in ``throttle_counters``.
+
+    Every call runs on its own short transaction, on the engine kept for such state
+    (``idp.db.state_engine``): a reservation survives whatever the request does next (a
+    rollback, an exception), and the request's own transaction never holds a counter's lock.
+    Rows are upserted and locked in key order (``INSERT … ON CONFLICT DO UPDATE … RETURNING``,
+    so the first write of a key is never a race; SQLite's single writer serialises the same
+    statements).
+    """
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self._engine = engine
         self._clock = clock
 
+    @staticmethod
+    def _locked_row(conn, counter_key: str, now: dt.datetime):
+        """The key's row, created if missing, locked until the transaction ends: one upsert
+        (``ON CONFLICT DO UPDATE`` both creates and locks, even against a concurrent reset)."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        table = ThrottleCounter.__table__
+        statement = dialect.insert(table).values(
+            key=counter_key, failures=0, last_failure_at=now, blocked_until=now
+        )
+        return conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["key"], set_={"key": statement.excluded.key}
+            ).returning(table)
+        ).one()
+
+    def reserve(self, keys: Iterable[str]) -> Reservation:
+        now = self._clock.now()
+        ordered = sorted(set(keys))
+        counts: dict[str, int] = {}
+        wait = 0
+        blocking: list[str] = []
+        with self._engine.begin() as conn:
+            for counter_key in ordered:
+                limit = limit_of(counter_key)
+                row = self._locked_row(conn, counter_key, now)
+                key_wait, failures = _wait(
+                    limit,
+                    failures=row.failures,
+                    blocked_until=_as_utc(row.blocked_until).timestamp(),
+                    last_failure=_as_utc(row.last_failure_at).timestamp(),
+                    now=now.timestamp(),
+                )
+                if key_wait:
+                    blocking.append(counter_key)
+                    wait = max(wait, key_wait)
+                counts[counter_key] = failures + 1
+            if wait:
+                raise ThrottledError(wait, keys=blocking)  # rolled back: nothing counted
+            for counter_key, failures in counts.items():
+                delay = delay_after(failures, limit_of(counter_key).free)
+                conn.execute(
+                    update(ThrottleCounter.__table__)
+                    .where(ThrottleCounter.key == counter_key)
+                    .values(
+                        failures=failures,
+                        last_failure_at=now,
+                        blocked_until=now + dt.timedelta(seconds=delay),
+                    )
+                )
+        return Reservation(counts)
+
+    def succeeded(self, reservation: Reservation) -> None:
+        reset = [k for k in reservation.keys if limit_of(k).on_success == RESET]
+        release = [k for k in reservation.keys if limit_of(k).on_success == RELEASE]
+        with self._engine.begin() as conn:
+            if reset:
+                conn.execute(
+                    delete(ThrottleCounter.__table__).where(ThrottleCounter.key.in_(reset))
+                )
+            self._release(conn, release)
+
+    def forgive(self, reservation: Reservation) -> None:
+        with self._engine.begin() as conn:
+            self._release(conn, list(reservation.keys))
+
+    @staticmethod
+    def _release(conn, keys: list[str]) -> None:
+        if keys:
+            table = ThrottleCounter.__table__
+            conn.execute(
+                update(table)
+                .where(table.c.key.in_(keys), table.c.failures > 0)
+                .values(failures=table.c.failures - 1)
+            )
+
     def retry_after(self, key: str) -> int:
-        row = self._db.get(ThrottleCounter, key)
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(ThrottleCounter.__table__).where(ThrottleCounter.key == key)
+            ).one_or_none()
         if row is None:
             return 0
-        remaining = (row.blocked_until - self._clock.now()).total_seconds()
-        return max(0, math.ceil(remaining))
+        return _wait(
+            limit_of(key),
+            failures=row.failures,
+            blocked_until=_as_utc(row.blocked_until).timestamp(),
+            last_failure=_as_utc(row.last_failure_at).timestamp(),
+            now=self._clock.now().timestamp(),
+        )[0]
 
-    def hit(self, key: str) -> None:
-        now = self._clock.now()
-        row = self._db.execute(
-            select(ThrottleCounter).where(ThrottleCounter.key == key).with_for_update()
-        ).scalar_one_or_none()
-        if row is None or (now - row.last_failure_at).total_seconds() > COUNTER_TTL_SECONDS:
-            if row is not None:
-                self._db.delete(row)
-                self._db.flush()
-            row = ThrottleCounter(key=key, failures=0, last_failure_at=now, blocked_until=now)
-            self._db.add(row)
-        row.failures += 1
-        row.last_failure_at = now
-        row.blocked_until = now + dt.timedelta(
-            seconds=delay_after(row.failures, free_failures(key))
-        )
-        self._db.commit()
 
-    def reset(self, key: str) -> None:
-        self._db.execute(delete(ThrottleCounter).where(ThrottleCounter.key == key))
-        self._db.commit()
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# One script, so that checking and counting every key is a single atomic step in Redis.
+# KEYS: the counters; ARGV: now, max delay, then free, ceiling (0: none) and ttl per key.
+# Returns {wait, index of a blocking key or 0, failures of each key after this attempt}.
+RESERVE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local max_delay = tonumber(ARGV[2])
+local wait, blocking = 0, 0
+local counts = {}
+for i, name in ipairs(KEYS) do
+  local base = 3 + (i - 1) * 3
+  local ceiling, ttl = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local failures = tonumber(redis.call('HGET', name, 'failures') or '0')
+  local last = tonumber(redis.call('HGET', name, 'last_failure') or '0')
+  local blocked_until = tonumber(redis.call('HGET', name, 'blocked_until') or '0')
+  if now - last >= ttl then failures = 0; blocked_until = 0 end
+  local key_wait = math.max(0, math.ceil(blocked_until - now))
+  if ceiling > 0 and failures >= ceiling then
+    key_wait = math.max(key_wait, math.ceil(last + ttl - now))
+  end
+  if key_wait > wait then wait = key_wait; blocking = i end
+  counts[i] = failures + 1
+end
+if wait > 0 then return {wait, blocking} end
+local result = {0, 0}
+for i, name in ipairs(KEYS) do
+  local base = 3 + (i - 1) * 3
+  local free, ttl = tonumber(ARGV[base]), tonumber(ARGV[base + 2])
+  local n = counts[i]
+  local delay = 0
+  if n > free then delay = math.min(2 ^ (n - free - 1), max_delay) end
+  redis.call('HSET', name, 'failures', n, 'last_failure', ARGV[1],
+             'blocked_until', tostring(now + delay))
+  redis.call('EXPIRE', name, ttl)
+  result[i + 2] = n
+end
+return result
+"""
+
+RELEASE_SCRIPT = """
+for _, name in ipairs(KEYS) do
+  if tonumber(redis.call('HGET', name, 'failures') or '0') > 0 then
+    redis.call('HINCRBY', name, 'failures', -1)
+  end
+end
+return 0
+"""
 
 
 class RedisThrottle:
@@ -99,18 +343,42 @@ class RedisThrottle:
         except redis.RedisError as exc:
             raise ThrottleUnavailableError(str(exc)) from exc
 
+    def reserve(self, keys: Iterable[str]) -> Reservation:
+        ordered = sorted(set(keys))
+        args: list[object] = [repr(self._clock.now().timestamp()), MAX_DELAY_SECONDS]
+        for counter_key in ordered:
+            limit = limit_of(counter_key)
+            args += [limit.free, limit.ceiling or 0, limit.ttl]
+        names = [self._prefix + k for k in ordered]
+        result = self._call(self._redis.eval, RESERVE_SCRIPT, len(names), *names, *args)
+        wait, blocking = int(result[0]), int(result[1])
+        if wait:
+            raise ThrottledError(wait, keys=[ordered[blocking - 1]])
+        return Reservation(dict(zip(ordered, (int(n) for n in result[2:]), strict=True)))
+
+    def succeeded(self, reservation: Reservation) -> None:
+        reset = [k for k in reservation.keys if limit_of(k).on_success == RESET]
+        if reset:
+            self._call(self._redis.delete, *(self._prefix + k for k in reset))
+        self._release([k for k in reservation.keys if limit_of(k).on_success == RELEASE])
+
+    def forgive(self, reservation: Reservation) -> None:
+        self._release(list(reservation.keys))
+
+    def _release(self, keys: list[str]) -> None:
+        if keys:
+            names = [self._prefix + k for k in keys]
+            self._call(self._redis.eval, RELEASE_SCRIPT, len(names), *names)
+
     def retry_after(self, key: str) -> int:
-        blocked_until = self._call(self._redis.hget, self._prefix + key, "blocked_until")
-        if not blocked_until:
-            return 0
-        return max(0, math.ceil(float(blocked_until) - self._clock.now().timestamp()))
-
-    def hit(self, key: str) -> None:
         name = self._prefix + key
-        failures = self._call(self._redis.hincrby, name, "failures", 1)
-        until = self._clock.now().timestamp() + delay_after(failures, free_failures(key))
-        self._call(self._redis.hset, name, "blocked_until", str(until))
-        self._call(self._redis.expire, name, COUNTER_TTL_SECONDS)
-
-    def reset(self, key: str) -> None:
-        self._call(self._redis.delete, self._prefix + key)
+        values = self._call(self._redis.hmget, name, ["failures", "last_failure", "blocked_until"])
+        if values[0] is None:
+            return 0
+        return _wait(
+            limit_of(key),
+            failures=int(values[0]),
+            blocked_until=float(values[2] or 0),
+            last_failure=float(values[1] or 0),
+            now=self._clock.now().timestamp(),
+        )[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 
 from idp.clock import Clock
 from idp.config import Settings
@@ -21,15 +21,25 @@ def cipher() -> DataCipher:
     return current_app.extensions["idp.cipher"]
 
 
+def client_address() -> str:
+    """The client's address, through ``IDP_TRUSTED_PROXIES`` only (``idp.forwarded``)."""
+    from idp.forwarded import client_address as resolve
+
+    return resolve(
+        remote_addr=request.environ.get("REMOTE_ADDR", ""),
+        forwarded_for=request.headers.get("X-Forwarded-For"),
+        trusted_proxies=settings().trusted_proxies,
+    )
+
+
 def throttle():
     """Redis when configured (shared, fast), else the database: both shared by processes."""
-    from idp.db import get_db
     from idp.ratelimit import DatabaseThrottle, RedisThrottle
 
     client = current_app.extensions.get("idp.redis")
     if client is not None:
         return RedisThrottle(client, clock())
-    return DatabaseThrottle(get_db(), clock())
+    return DatabaseThrottle(current_app.extensions["idp.state_engine"], clock())
 
 
 def crl_store():

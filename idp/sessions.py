@@ -12,9 +12,10 @@ import json
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import CallbackDict
 
+from idp.clock import as_utc
 from idp.crypto import hash_token, new_token
 from idp.models import WebSession
 
@@ -46,39 +47,56 @@ def cookie_name(app: Flask) -> str:
 
 
 class DatabaseStore:
+    """Sessions in ``web_sessions``, written on their own connection: the store never commits
+    (or rolls back) the request's unit of work."""
+
     def __init__(self, app: Flask) -> None:
         self._app = app
 
-    def _db(self):
-        from idp.db import get_db
-
-        return get_db()
+    def _engine(self):
+        return self._app.extensions["idp.state_engine"]
 
     def load(self, sid: str) -> tuple[dict, float, float] | None:
-        row = self._db().get(WebSession, hash_token(sid))
+        with self._engine().connect() as conn:
+            row = conn.execute(
+                select(WebSession.data, WebSession.created_at, WebSession.last_seen_at).where(
+                    WebSession.id_hash == hash_token(sid)
+                )
+            ).one_or_none()
         if row is None:
             return None
-        return json.loads(row.data), row.created_at.timestamp(), row.last_seen_at.timestamp()
+        return (
+            json.loads(row.data),
+            as_utc(row.created_at).timestamp(),
+            as_utc(row.last_seen_at).timestamp(),
+        )
 
-    def save(self, sid: str, data: dict, created_at: float, now: float, ttl: int) -> None:
-        db = self._db()
-        row = db.get(WebSession, hash_token(sid))
-        practitioner_id = (data.get("auth") or {}).get("pid")
-        if row is None:
-            row = WebSession(
-                id_hash=hash_token(sid),
-                created_at=dt.datetime.fromtimestamp(created_at, dt.UTC),
-            )
-            db.add(row)
-        row.data = json.dumps(data)
-        row.practitioner_id = practitioner_id
-        row.last_seen_at = dt.datetime.fromtimestamp(now, dt.UTC)
-        db.commit()
+    def save(self, sid: str, data: dict, created_at: float, now: float, ttl: int, *, new: bool):
+        """Write a new session, or update one that still exists: a session deleted meanwhile
+        (logged out, or rotated by a concurrent request) is never brought back."""
+        values = {
+            "data": json.dumps(data),
+            "practitioner_id": (data.get("auth") or {}).get("pid"),
+            "last_seen_at": dt.datetime.fromtimestamp(now, dt.UTC),
+        }
+        with self._engine().begin() as conn:
+            if new:
+                conn.execute(
+                    insert(WebSession).values(
+                        id_hash=hash_token(sid),
+                        created_at=dt.datetime.fromtimestamp(created_at, dt.UTC),
+                        **values,
+                    )
+                )
+                return True
+            updated = conn.execute(
+                update(WebSession).where(WebSession.id_hash == hash_token(sid)).values(**values)
+            ).rowcount
+        return updated == 1
 
     def delete(self, sid: str) -> None:
-        db = self._db()
-        db.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
-        db.commit()
+        with self._engine().begin() as conn:
+            conn.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
 
 
 class RedisStore:
@@ -93,9 +111,11 @@ class RedisStore:
         record = json.loads(raw)
         return record["data"], record["created_at"], record["last_seen_at"]
 
-    def save(self, sid, data, created_at, now, ttl) -> None:
+    def save(self, sid, data, created_at, now, ttl, *, new: bool) -> bool:
         record = {"data": data, "created_at": created_at, "last_seen_at": now}
-        self._redis.set(self._prefix + hash_token(sid), json.dumps(record), ex=ttl)
+        name = self._prefix + hash_token(sid)
+        # NX for a new id, XX for an existing one: a session deleted meanwhile stays deleted.
+        return bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
 
     def delete(self, sid: str) -> None:
         self._redis.delete(self._prefix + hash_token(sid))
@@ -140,10 +160,14 @@ class ServerSessionInterface(SessionInterface):
                 self.store.delete(session.sid)
             session.sid = None
             session.created_at = now  # the absolute timeout counts from the login
-        if session.sid is None:
+        new = session.sid is None
+        if new:
             session.sid = new_token(32)
         _idle, absolute = self._limits(app)
-        self.store.save(session.sid, dict(session), session.created_at, now, absolute)
+        if not self.store.save(
+            session.sid, dict(session), session.created_at, now, absolute, new=new
+        ):
+            return  # ended by another request meanwhile: this one must not revive it
         response.set_cookie(
             name, session.sid, httponly=True, secure=secure, samesite="Lax", path="/"
         )

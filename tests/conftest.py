@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from idp.db import dispose as dispose_app
 from tests.support.idp_server import (
     LiveServer,
     TestDatabase,
@@ -35,7 +36,7 @@ def database_url(test_database, tmp_path):
 def app(database_url, tmp_path, clock):
     application = build_app(database_url, tmp_path, clock)
     yield application
-    application.extensions["idp.engine"].dispose()
+    dispose_app(application)
 
 
 @pytest.fixture

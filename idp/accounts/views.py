@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import segno
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
 
 from idp.accounts import service
 from idp.accounts.smartcard_service import listed_cards
 from idp.accounts.webauthn_service import listed_credentials
-from idp.auth import assurance
+from idp.auth import assurance, flow
 from idp.auth.forms import CodeForm, EmptyForm, NewPasswordForm
 from idp.auth.service import Authentication, active_totp_devices
 from idp.auth.views import after_login, complete_login
@@ -40,8 +41,15 @@ def home():
         cards=listed_cards(get_db(), practitioner_id=practitioner.id),
         now=clock().now(),
         auth=current_auth(),
+        last_failure=format_timestamp(current_auth().get("last_failure")),
         form=EmptyForm(),
     )
+
+
+def format_timestamp(value: float | None) -> str:
+    if value is None:
+        return ""
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def qr_svg(uri: str) -> str:
@@ -125,15 +133,37 @@ def remove_totp(device_id: int):
 
 @bp.route("/enrol/<token>", methods=["GET", "POST"])
 @policy(Policy.PUBLIC)
-def enrol(token: str):
-    """Invitation link: choose a password; the next step binds an authenticator app."""
-    db = get_db()
+def open_invitation(token: str):
+    """The emailed link: keep the invitation server-side, and leave the token out of every
+    later URL, Referer and access log line (the enrolment page is ``/enrol``)."""
     try:
-        invitation = service.find_invitation(db, token=token, clock=clock())
+        invitation = service.find_invitation(get_db(), token=token, clock=clock())
     except service.InvitationInvalidError:
-        message = _("This invitation link is invalid or has expired. Ask for a new one.")
-        return render_template("error.html", message=message), 404
-    practitioner = db.get(Practitioner, invitation.practitioner_id)
+        return invitation_invalid(404)
+    flow.open_invitation(invitation)
+    return redirect(url_for("accounts.enrol"), code=303)
+
+
+def invitation_invalid(status: int):
+    message = _("This invitation link is invalid or has expired. Ask for a new one.")
+    return render_template("error.html", message=message), status
+
+
+@bp.route("/enrol", methods=["GET", "POST"])
+@policy(Policy.PUBLIC)
+def enrol():
+    """Invitation, step 1: choose a password; the next step binds a second factor."""
+    db = get_db()
+    opened = flow.opened_invitation()
+    found = flow.usable_invitation(
+        db,
+        invitation_id=opened.get("id"),
+        practitioner_id=opened.get("pid"),
+        now=clock().now(),
+    )
+    if found is None:
+        return invitation_invalid(404)
+    practitioner, invitation = found
     form = NewPasswordForm()
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
@@ -143,10 +173,7 @@ def enrol(token: str):
         db, practitioner=practitioner, name=_("Authenticator app"), clock=clock(), cipher=cipher()
     )
     db.commit()
-    session.clear()
-    session["first_factor"] = {"pid": practitioner.id, "at": clock().now().timestamp()}
-    session["enrolment"] = {"invitation": invitation.id, "device": device.id}
-    session.rotate()
+    flow.begin_enrolment(invitation, now=clock().now(), device_id=device.id)
     return redirect(url_for("accounts.enrol_totp"), code=303)
 
 
@@ -154,26 +181,22 @@ def enrol(token: str):
 @policy(Policy.FIRST_FACTOR)
 def enrol_totp():
     db = get_db()
-    enrolment = session.get("enrolment") or {}
-    device = db.get(TotpDevice, enrolment.get("device") or 0)
-    if device is None or device.practitioner_id != session["first_factor"]["pid"]:
+    enrolment = flow.current_enrolment(db, now=clock().now())
+    device = db.get(TotpDevice, flow.enrolment_device_id() or 0)
+    if enrolment is None or device is None or device.practitioner_id != enrolment[0].id:
         return redirect(url_for("auth.login"))
+    practitioner, invitation = enrolment
     form = CodeForm()
     if not form.validate_on_submit():
         return render_totp_setup("enrol_totp.html", device, form)
     error = confirm_code(device, form)
     if error:
         return render_totp_setup("enrol_totp.html", device, form, error=error, status=400)
-    invitation = db.execute(
-        select(service.Invitation).where(service.Invitation.id == enrolment["invitation"])
-    ).scalar_one()
     try:
-        practitioner = service.accept_invitation(db, invitation=invitation, clock=clock())
+        service.accept_invitation(db, invitation=invitation, clock=clock())
     except service.InvitationInvalidError:
         db.rollback()
-        message = _("This invitation link is invalid or has expired. Ask for a new one.")
-        return render_template("error.html", message=message), 409
+        return invitation_invalid(409)
     db.commit()
-    session.pop("enrolment", None)
     complete_login(Authentication(practitioner.id, ("pwd", "otp", "mfa"), assurance.SUBSTANTIAL))
     return after_login()

@@ -146,7 +146,8 @@ def finish_registration(
     ip: str | None,
     clock: Clock,
 ) -> WebAuthnCredential:
-    """Verify an attestation and store the new credential; refusals are audited."""
+    """Verify an attestation and add the new credential to the caller's transaction (the caller
+    commits it, with whatever else its flow does); refusals are audited and committed."""
     try:
         name = clean_name(name)
         challenge = challenges.consume(db, challenge_id=challenge_id, purpose=REGISTER, clock=clock)
@@ -209,7 +210,6 @@ def finish_registration(
         backup_eligible=credential.backup_eligible,
         hardware_bound=credential.hardware_bound,
     )
-    db.commit()
     return credential
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.auth import assurance
+from idp.auth.devices import Client
+from idp.auth.flow import Authentication
 from idp.clock import Clock
 from idp.crypto import DataCipher, verify_password
 from idp.factors import totp
@@ -24,17 +25,16 @@ from idp.models import (
     TotpDevice,
     WebAuthnCredential,
 )
-from idp.ratelimit import Throttle
+from idp.ratelimit import (
+    SECOND_STEP_FAILURES,
+    Reservation,
+    Throttle,
+    key,
+)
 
 
 class LoginError(Exception):
     pass
-
-
-class ThrottledError(LoginError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after}s")
-        self.retry_after = retry_after
 
 
 class InvalidCredentialsError(LoginError):
@@ -45,11 +45,8 @@ class AccountUnavailableError(LoginError):
     """Correct password, but the account is locked or disabled."""
 
 
-@dataclass(frozen=True)
-class Authentication:
-    practitioner_id: int
-    amr: tuple[str, ...]
-    acr: str
+class LoginRestartError(LoginError):
+    """Too many wrong answers at the second step: the login starts again at the password."""
 
 
 def find_practitioner(db: Session, identifier: str) -> Practitioner | None:
@@ -70,23 +67,15 @@ def unknown_subject(identifier: str) -> str:
     return "?" + hashlib.sha256(normalised).hexdigest()[:32]
 
 
-def _check_throttles(throttle: Throttle, keys: list[str]) -> None:
-    wait = max(throttle.retry_after(key) for key in keys)
-    if wait:
-        raise ThrottledError(wait)
-
-
 def check_password(
-    db: Session, *, identifier: str, password: str, ip: str, throttle: Throttle
+    db: Session, *, identifier: str, password: str, client: Client, throttle: Throttle
 ) -> Practitioner:
     practitioner = find_practitioner(db, identifier)
-    user_key = f"login.user:{practitioner.id if practitioner else unknown_subject(identifier)}"
-    keys = [f"login.ip:{ip}", user_key]
-    _check_throttles(throttle, keys)
+    subject = practitioner.id if practitioner else unknown_subject(identifier)
+    keys = [key("login.ip", client.ip), *client.account_keys("login", subject)]
+    reservation = throttle.reserve(keys)
     stored = practitioner.password_hash if practitioner else None
     if not verify_password(stored, password or ""):
-        for key in keys:
-            throttle.hit(key)
         audit.record(
             db,
             "auth:password:failed",
@@ -94,16 +83,34 @@ def check_password(
         )
         db.commit()
         raise InvalidCredentialsError()
-    throttle.reset(user_key)
     if practitioner.status != PractitionerStatus.ACTIVE:
         audit.record(
             db, "auth:password:refused", practitioner_id=practitioner.id, status=practitioner.status
         )
         db.commit()
+        throttle.succeeded(reservation)  # the password was right: no guess
         raise AccountUnavailableError(practitioner.status)
     audit.record(db, "auth:password:succeeded", practitioner_id=practitioner.id)
     db.commit()
+    throttle.succeeded(reservation)  # after the commit: the throttle writes on its own
     return practitioner
+
+
+def second_step_keys(step: str, *, practitioner_id: int, client: Client, login: str) -> list:
+    """An answer after the password counts on the address, the account (or this browser's
+    device) and the login in progress."""
+    return [
+        key(f"{step}.ip", client.ip),
+        *client.account_keys(step, practitioner_id),
+        key("2fa.login", login),
+    ]
+
+
+def refuse_second_step(reservation: Reservation, error: Exception) -> Exception:
+    """The error to raise after a failed second-step answer: the login restarts after a few."""
+    if reservation.count("2fa.login") >= SECOND_STEP_FAILURES:
+        return LoginRestartError()
+    return error
 
 
 def active_totp_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
@@ -194,39 +201,35 @@ def check_totp(
     *,
     practitioner: Practitioner,
     code: str,
-    ip: str,
+    login: str,
+    client: Client,
     throttle: Throttle,
     clock: Clock,
     cipher: DataCipher,
 ) -> Authentication:
-    keys = [f"2fa.ip:{ip}", f"2fa.user:{practitioner.id}"]
-    _check_throttles(throttle, keys)
-    failure: totp.TotpError = totp.InvalidCodeError()
+    """Every wrong code gets the same answer (InvalidCodeError): a code that would be right
+    in a few minutes, or one already used, must tell an attacker holding the password nothing."""
+    keys = second_step_keys("2fa", practitioner_id=practitioner.id, client=client, login=login)
+    reservation = throttle.reserve(keys)
     for device in active_totp_devices(db, practitioner.id):
         secret = cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
         try:
             step = totp.verify(
                 secret=secret, code=code, now=clock.now(), last_used_step=device.last_used_step
             )
-        except totp.TotpError as exc:
-            failure = exc if not isinstance(failure, totp.ReplayedCodeError) else failure
+        except totp.TotpError:
             continue
         if consume_totp_step(db, device=device, step=step, clock=clock):
-            throttle.reset(keys[1])
             audit.record(
                 db, "auth:totp:succeeded", practitioner_id=practitioner.id, device_id=device.id
             )
             db.commit()
+            throttle.succeeded(reservation)
             return Authentication(practitioner.id, ("pwd", "otp", "mfa"), assurance.SUBSTANTIAL)
         db.rollback()
-        failure = totp.ReplayedCodeError()
-    for key in keys:
-        throttle.hit(key)
-    audit.record(
-        db, "auth:totp:failed", practitioner_id=practitioner.id, reason=type(failure).__name__
-    )
+    audit.record(db, "auth:totp:failed", practitioner_id=practitioner.id)
     db.commit()
-    raise failure
+    raise refuse_second_step(reservation, totp.InvalidCodeError())
 
 
 def totp_aad(device: TotpDevice) -> str:

@@ -37,7 +37,6 @@ from idp.auth.service import (
     AccountUnavailableError,
     Authentication,
     LoginError,
-    _check_throttles,
 )
 from idp.cardtrust import (
     CardTrust,
@@ -54,7 +53,7 @@ from idp.factors.smartcard import (
     verify_submission,
 )
 from idp.models import AuthChallenge, Practitioner, PractitionerStatus, Smartcard, SmartcardLogin
-from idp.ratelimit import Throttle
+from idp.ratelimit import Reservation, Throttle, key
 from smartcard.protocol import SigningRequest, encode_b64url, signing_payload
 
 PURPOSE = "smartcard.login"
@@ -283,15 +282,10 @@ def signing_request(
 
     Unknown codes count as failures for the address: 40 bits are safe only if guessing is slow.
     """
-    keys = [f"smartcard.ip:{ip}"]
-    _check_throttles(throttle, keys)
-    try:
-        row = require_pending(find_by_code(db, code=code), clock=clock)
-        challenge = pending_challenge(db, row=row, clock=clock)
-    except TransactionInvalidError:
-        for key in keys:
-            throttle.hit(key)
-        raise
+    reservation = throttle.reserve([key("smartcard.ip", ip)])  # an unknown code stays counted
+    row = require_pending(find_by_code(db, code=code), clock=clock)
+    challenge = pending_challenge(db, row=row, clock=clock)
+    throttle.succeeded(reservation)
     return SigningRequest(
         origin=origin, transaction=row.transaction, challenge=encode_b64url(challenge.challenge)
     )
@@ -389,7 +383,8 @@ class _Attempt:
 
     def __init__(self, *, method: str, ip: str) -> None:
         self.method = method
-        self.keys = [f"smartcard.ip:{ip}"]
+        self.keys = [key("smartcard.ip", ip)]
+        self.reservation: Reservation | None = None
         self.row_id: int | None = None
         self.practitioner_id: int | None = None
         self.rpps: str | None = None
@@ -455,7 +450,7 @@ def _complete(
         raise TransactionUsedError()
 
 
-def _succeed(db: Session, attempt: _Attempt, *, card: Smartcard) -> None:
+def _succeed(db: Session, attempt: _Attempt, *, card: Smartcard, throttle: Throttle) -> None:
     audit.record(
         db,
         "auth:smartcard:succeeded",
@@ -465,15 +460,15 @@ def _succeed(db: Session, attempt: _Attempt, *, card: Smartcard) -> None:
         acr=assurance.HIGH,
     )
     db.commit()
+    throttle.succeeded(attempt.reservation)  # the address's attempt is handed back
 
 
 def _refuse(db: Session, attempt: _Attempt, *, error: Exception, throttle: Throttle) -> None:
     """Undo the attempt, count it, leave its reason on the transaction and in the audit trail."""
     db.rollback()
     # A genuine card on a suspended account is no guessing attempt: not counted.
-    if not isinstance(error, AccountUnavailableError):
-        for key in attempt.keys:
-            throttle.hit(key)
+    if isinstance(error, AccountUnavailableError):
+        throttle.forgive(attempt.reservation)
     reason = failure_code(error)
     if attempt.row_id is not None:
         db.execute(
@@ -530,7 +525,7 @@ def finish_bridge_login(
 ) -> Authentication:
     """Local bridge: the page posts the agent's answer for the transaction of its session."""
     attempt = _Attempt(method=BRIDGE, ip=ip)
-    _check_throttles(throttle, attempt.keys)
+    attempt.reservation = throttle.reserve(attempt.keys)
     try:
         row = require_pending(find_by_transaction(db, transaction=transaction), clock=clock)
         attempt.row_id = row.id
@@ -540,7 +535,7 @@ def finish_bridge_login(
     except REFUSED as exc:
         _refuse(db, attempt, error=exc, throttle=throttle)
         raise
-    _succeed(db, attempt, card=card)
+    _succeed(db, attempt, card=card, throttle=throttle)
     return Authentication(practitioner.id, AMR, assurance.HIGH)
 
 
@@ -559,7 +554,7 @@ def submit_code_answer(
     The browser that shows the code then picks the login up (``complete_code_login``).
     """
     attempt = _Attempt(method=CODE, ip=ip)
-    _check_throttles(throttle, attempt.keys)
+    attempt.reservation = throttle.reserve(attempt.keys)
     try:
         row = find_by_code(db, code=code)
         if row is not None:
@@ -571,7 +566,7 @@ def submit_code_answer(
     except REFUSED as exc:
         _refuse(db, attempt, error=exc, throttle=throttle)
         raise
-    _succeed(db, attempt, card=card)
+    _succeed(db, attempt, card=card, throttle=throttle)
 
 
 def complete_code_login(db: Session, *, transaction: str | None, clock: Clock) -> Authentication:
@@ -604,7 +599,7 @@ def complete_tls_at_card_host(
     binding cookie would need both hosts under one parent domain, which the result does not.)
     """
     attempt = _Attempt(method=TLS, ip=ip)
-    _check_throttles(throttle, attempt.keys)
+    attempt.reservation = throttle.reserve(attempt.keys)
     try:
         row = require_pending(find_by_transaction(db, transaction=transaction), clock=clock)
         attempt.row_id = row.id
@@ -636,7 +631,7 @@ def complete_tls_at_card_host(
     except REFUSED as exc:
         _refuse(db, attempt, error=exc, throttle=throttle)
         raise
-    _succeed(db, attempt, card=card)
+    _succeed(db, attempt, card=card, throttle=throttle)
     return result
 
 

@@ -30,7 +30,7 @@ from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
 from idp.auth import smartcard_service as service
 from idp.auth.forms import CardAnswerForm, EmptyForm
-from idp.auth.service import AccountUnavailableError, ThrottledError
+from idp.auth.service import AccountUnavailableError
 from idp.auth.views import (
     after_login,
     client_ip,
@@ -39,9 +39,10 @@ from idp.auth.views import (
     login_context,
     offered_factors,
 )
-from idp.cardtrust import CardTrust, CrlCache, ForwardingConfig, is_trusted_proxy
+from idp.cardtrust import CardTrust, CrlCache
 from idp.db import get_db
 from idp.policy import Policy, policy
+from idp.ratelimit import ThrottledError
 from idp.services import clock, crl_store, settings, throttle
 from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of
 
@@ -197,16 +198,6 @@ def bridge_url() -> str:
 def tls_login_url() -> str:
     """The card host's endpoint (``IDP_SMARTCARD_TLS_URL``), or this host behind one proxy."""
     return settings().smartcard_tls_url or settings().issuer + TLS_PATH
-
-
-def card_host_client_ip(forwarding: ForwardingConfig) -> str:
-    """Behind the card host's proxy every peer is the proxy: throttle the client it names."""
-    peer = request.environ.get("REMOTE_ADDR", "")
-    if is_trusted_proxy(remote_addr=peer, trusted_proxies=forwarding.trusted_proxies):
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-        if forwarded:
-            return forwarded[:64]
-    return client_ip()
 
 
 def current_login() -> service.StartedLogin | None:
@@ -420,7 +411,7 @@ def tls_login():
             verify_value=request.headers.get(forwarding.verify_header),
             remote_addr=request.environ.get("REMOTE_ADDR", ""),
             check=card_check(trust),
-            ip=card_host_client_ip(forwarding),
+            ip=client_ip(),
             throttle=throttle(),
             clock=clock(),
         )

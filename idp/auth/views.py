@@ -6,14 +6,16 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from flask_babel import gettext as _
 
 from idp import audit
-from idp.auth import assurance, service
+from idp.auth import assurance, devices, flow, service
+from idp.auth.devices import Client
 from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
 from idp.db import get_db
 from idp.factors import totp
 from idp.models import Practitioner, PractitionerStatus
 from idp.oauth.views import resume_url
 from idp.policy import Policy, policy
-from idp.services import cipher, clock, settings, throttle
+from idp.ratelimit import ThrottledError
+from idp.services import cipher, client_address, clock, settings, throttle
 
 bp = Blueprint("auth", __name__)
 
@@ -34,7 +36,7 @@ start from the login page; after a password they are offered, never chosen by de
 
 
 def client_ip() -> str:
-    return request.remote_addr or "unknown"
+    return client_address()
 
 
 def throttled_page(template: str, form, retry_after: int, **context):
@@ -43,17 +45,21 @@ def throttled_page(template: str, form, retry_after: int, **context):
     return body, 429, {"Retry-After": str(retry_after)}
 
 
+def current_client() -> Client:
+    """The attempt's address and the accounts this browser already logged in to."""
+    return devices.current_client(client_ip())
+
+
 def complete_login(authentication: service.Authentication) -> None:
-    """The only place a browser session becomes authenticated."""
-    session.pop("first_factor", None)
-    session.pop("step_up", None)
-    session["auth"] = {
-        "pid": authentication.practitioner_id,
-        "auth_time": int(clock().now().timestamp()),
-        "amr": list(authentication.amr),
-        "acr": authentication.acr,
-    }
-    session.rotate()
+    flow.complete_login(get_db(), authentication, now=clock().now())
+
+
+def restart_login_page():
+    """After too many wrong second-step answers: the login starts again at the password."""
+    flow.restart_login()
+    error = _("Too many incorrect attempts. Sign in again with your password.")
+    form = PasswordLoginForm(formdata=None)
+    return render_template("login.html", form=form, error=error, **login_context()), 401
 
 
 def after_login():
@@ -92,15 +98,16 @@ def login():
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("login.html", form=form, **context), status
+    flow.begin_attempt()
     try:
         practitioner = service.check_password(
             get_db(),
             identifier=form.identifier.data,
             password=form.password.data,
-            ip=client_ip(),
+            client=current_client(),
             throttle=throttle(),
         )
-    except service.ThrottledError as exc:
+    except ThrottledError as exc:
         return throttled_page("login.html", form, exc.retry_after, **context)
     except service.InvalidCredentialsError:
         error = _("Incorrect identifier or password.")
@@ -111,14 +118,12 @@ def login():
         else:
             error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
-    session.pop("auth", None)
-    session["first_factor"] = {"pid": practitioner.id, "at": clock().now().timestamp()}
-    session.rotate()
+    flow.begin_login(practitioner.id, now=clock().now())
     return redirect(url_for("auth.second_factor"), code=303)
 
 
 def first_factor_practitioner() -> Practitioner:
-    return get_db().get(Practitioner, session["first_factor"]["pid"])
+    return get_db().get(Practitioner, flow.first_factor()["pid"])
 
 
 def required_acr(practitioner_id: int | None) -> str | None:
@@ -181,21 +186,22 @@ def login_totp():
             get_db(),
             practitioner=practitioner,
             code=form.code.data,
-            ip=client_ip(),
+            login=flow.first_factor()["login"],
+            client=current_client(),
             throttle=throttle(),
             clock=clock(),
             cipher=cipher(),
         )
-    except service.ThrottledError as exc:
+    except ThrottledError as exc:
+        if exc.blocks("2fa.login"):
+            return restart_login_page()
         return throttled_page("login_totp.html", form, exc.retry_after, **context)
-    except totp.OutOfSyncError:
-        error = _("This code is not valid now: check the time on your phone.")
-        return render_template("login_totp.html", form=form, error=error, **context), 401
-    except totp.ReplayedCodeError:
-        error = _("This code was already used. Wait for the next one.")
-        return render_template("login_totp.html", form=form, error=error, **context), 401
+    except service.LoginRestartError:
+        return restart_login_page()
     except totp.TotpError:
-        error = _("Incorrect code.")
+        # One answer for every wrong code: wrong, already used, or valid only at another time.
+        error = _("Incorrect code. Wait for the next code in your app and try again.")
+        form.code.data = ""
         return render_template("login_totp.html", form=form, error=error, **context), 401
     complete_login(authentication)
     return after_login()

@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session
 
 from idp import audit, challenges
 from idp.auth import assurance
+from idp.auth.devices import Client
 from idp.auth.service import (
     AccountUnavailableError,
     Authentication,
     LoginError,
-    _check_throttles,
+    refuse_second_step,
+    second_step_keys,
     usable_webauthn_credentials,
     webauthn_level,
 )
@@ -27,7 +29,7 @@ from idp.clock import Clock
 from idp.config import Settings
 from idp.factors import webauthn as wa
 from idp.models import Practitioner, PractitionerStatus, WebAuthnCredential
-from idp.ratelimit import Throttle
+from idp.ratelimit import Reservation, Throttle, ensure_allowed, key
 
 SECOND_FACTOR = "webauthn.authenticate"
 PASSKEY = "webauthn.passkey"
@@ -116,7 +118,7 @@ def begin_authentication(
     rp: RelyingParty,
     practitioner: Practitioner | None,
     min_acr: str | None,
-    ip: str,
+    client: Client,
     throttle: Throttle,
     clock: Clock,
 ) -> tuple[str, str]:
@@ -125,10 +127,10 @@ def begin_authentication(
     With a practitioner (password already checked) only their usable credentials at the
     requested level are allowed; without one, any discoverable credential (passkey) may answer.
     """
-    keys = [f"webauthn.ip:{ip}"]
+    keys = [key("webauthn.ip", client.ip)]
     if practitioner is not None:
-        keys.append(f"webauthn.user:{practitioner.id}")
-    _check_throttles(throttle, keys)
+        keys += client.account_keys("webauthn", practitioner.id)
+    ensure_allowed(throttle, keys)  # options are no guess: nothing is counted yet
     allowed: list[bytes] = []
     if practitioner is not None:
         allowed = [c.credential_id for c in credentials_at_level(db, practitioner.id, min_acr)]
@@ -154,21 +156,27 @@ def finish_authentication(
     credential_json: str,
     challenge_id: str | None,
     practitioner: Practitioner | None,
+    login: str | None,
     required_acr: Callable[[int], str | None],
-    ip: str,
+    client: Client,
     throttle: Throttle,
     clock: Clock,
 ) -> Authentication:
     """Verify an assertion and return the login it proves.
 
-    ``practitioner`` is the one whose password was checked (second factor), or None for a
-    passkey login, where the credential names its owner. ``required_acr(owner_id)`` is the
-    level the pending request asks for. Failures are throttled per IP and per practitioner.
+    ``practitioner`` is the one whose password was checked in the login ``login`` (second
+    factor), or None for a passkey login, where the credential names its owner (whose own
+    limiter is then reserved too). ``required_acr(owner_id)`` is the level the pending request
+    asks for. Every attempt is reserved on its limiters before anything is verified.
     """
-    keys = [f"webauthn.ip:{ip}"]
+    reservations: list[Reservation] = []
     if practitioner is not None:
-        keys.append(f"webauthn.user:{practitioner.id}")
-    _check_throttles(throttle, keys)
+        keys = second_step_keys(
+            "webauthn", practitioner_id=practitioner.id, client=client, login=login or ""
+        )
+        reservations.append(throttle.reserve(keys))
+    else:
+        reservations.append(throttle.reserve([key("webauthn.ip", client.ip)]))
     credential: WebAuthnCredential | None = None
     purpose = SECOND_FACTOR if practitioner is not None else PASSKEY
     try:
@@ -183,8 +191,7 @@ def finish_authentication(
             raise UnknownCredentialError()
         owner = db.get(Practitioner, credential.practitioner_id)
         if practitioner is None:
-            keys.append(f"webauthn.user:{owner.id}")
-            _check_throttles(throttle, keys)
+            reservations.append(throttle.reserve(client.account_keys("webauthn", owner.id)))
         if credential.flagged_at is not None:
             raise CredentialBlockedError()
         result = wa.finish_authentication(
@@ -209,13 +216,9 @@ def finish_authentication(
     except wa.SignCountRegressionError as exc:
         db.rollback()
         flag_possible_clone(db, credential=credential, clock=clock, error=exc)
-        for key in keys:
-            throttle.hit(key)
         raise PossibleCloneError() from exc
     except (WebAuthnLoginError, wa.WebAuthnError, challenges.ChallengeError) as exc:
         db.rollback()
-        for key in keys:
-            throttle.hit(key)
         if practitioner is not None:
             subject = practitioner.id
         else:
@@ -229,15 +232,16 @@ def finish_authentication(
             reason=type(exc).__name__,
         )
         db.commit()
+        if practitioner is not None:
+            raise refuse_second_step(reservations[0], exc) from exc
         raise
     level = webauthn_level(credential)
     # The assertion was genuine (its counter is recorded): a refusal here is no attack signal.
+    refusal = None
     if owner.status != PractitionerStatus.ACTIVE:
         audit.record(db, "auth:webauthn:refused", practitioner_id=owner.id, status=owner.status)
-        db.commit()
-        raise AccountUnavailableError(owner.status)
-    required = required_acr(owner.id)
-    if assurance.rank(level) < assurance.rank(required):
+        refusal = AccountUnavailableError(owner.status)
+    elif assurance.rank(level) < assurance.rank(required := required_acr(owner.id)):
         audit.record(
             db,
             "auth:webauthn:refused",
@@ -246,9 +250,12 @@ def finish_authentication(
             acr=level,
             required_acr=required,
         )
+        refusal = InsufficientLevelError()
+    if refusal is not None:
         db.commit()
-        raise InsufficientLevelError()
-    throttle.reset(f"webauthn.user:{owner.id}")
+        for reservation in reservations:
+            throttle.forgive(reservation)
+        raise refusal
     amr = wa.amr_for(
         uv=result.uv,
         hardware_bound=credential.hardware_bound,
@@ -263,6 +270,8 @@ def finish_authentication(
         acr=level,
     )
     db.commit()
+    for reservation in reservations:  # after the commit: the throttle writes on its own
+        throttle.succeeded(reservation)
     return Authentication(owner.id, tuple(amr), level)
 
 

@@ -19,13 +19,12 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import select
 
 from idp import challenges
 from idp.accounts import service as accounts
 from idp.accounts import webauthn_service as keys
 from idp.accounts.views import me
-from idp.auth import assurance
+from idp.auth import assurance, flow
 from idp.auth import webauthn_service as login_service
 from idp.auth.forms import (
     CredentialForm,
@@ -34,22 +33,30 @@ from idp.auth.forms import (
     NewCredentialForm,
     PasswordLoginForm,
 )
-from idp.auth.service import AccountUnavailableError, Authentication, LoginError, ThrottledError
+from idp.auth.service import (
+    AccountUnavailableError,
+    Authentication,
+    LoginError,
+    LoginRestartError,
+)
 from idp.auth.views import (
     after_login,
     client_ip,
     complete_login,
+    current_client,
     first_factor_practitioner,
     login_context,
     offered_factors,
     required_acr,
+    restart_login_page,
     throttled_page,
 )
 from idp.auth.webauthn_service import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
 from idp.db import get_db
 from idp.factors import webauthn as wa
-from idp.models import Invitation, Practitioner
+from idp.models import Practitioner
 from idp.policy import Policy, current_auth, policy
+from idp.ratelimit import ThrottledError
 from idp.services import clock, settings, throttle
 
 bp = Blueprint("webauthn", __name__)
@@ -167,8 +174,9 @@ def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Au
         credential_json=form.credential.data,
         challenge_id=take_challenge(purpose),
         practitioner=practitioner,
+        login=flow.first_factor().get("login") if practitioner is not None else None,
         required_acr=required_acr,
-        ip=client_ip(),
+        client=current_client(),
         throttle=throttle(),
         clock=clock(),
     )
@@ -185,7 +193,11 @@ def login():
         return render_second_factor(form, status=400 if request.method == "POST" else 200)
     try:
         authentication = finish_login(form, purpose=SECOND_FACTOR, practitioner=practitioner)
+    except LoginRestartError:
+        return restart_login_page()
     except ThrottledError as exc:
+        if exc.blocks("2fa.login"):
+            return restart_login_page()
         factors = [f for f in offered_factors(practitioner) if f != "webauthn"]
         return throttled_page("login_webauthn.html", form, exc.retry_after, other_factors=factors)
     except REFUSED as exc:
@@ -206,7 +218,7 @@ def login_options():
             rp=relying_party(),
             practitioner=practitioner,
             min_acr=required_acr(practitioner.id),
-            ip=client_ip(),
+            client=current_client(),
             throttle=throttle(),
             clock=clock(),
         )
@@ -236,7 +248,7 @@ def passkey_options():
             rp=relying_party(),
             practitioner=None,
             min_acr=None,
-            ip=client_ip(),
+            client=current_client(),
             throttle=throttle(),
             clock=clock(),
         )
@@ -269,11 +281,9 @@ def passkey_login():
 
 
 def enrolling_practitioner() -> Practitioner | None:
-    """The invited practitioner who has just chosen a password (see accounts.views.enrol)."""
-    enrolment = session.get("enrolment") or {}
-    if not enrolment.get("invitation"):
-        return None
-    return get_db().get(Practitioner, session["first_factor"]["pid"])
+    """The invited practitioner finishing their own invitation (see accounts.views.enrol)."""
+    enrolment = flow.current_enrolment(get_db(), now=clock().now())
+    return enrolment[0] if enrolment else None
 
 
 @bp.post("/enrol/webauthn/options")
@@ -296,12 +306,17 @@ def enrol_options():
 @bp.post("/enrol/webauthn")
 @policy(Policy.FIRST_FACTOR)
 def enrol():
-    """Invitation step 2 with a security key or passkey instead of an authenticator app."""
-    practitioner = enrolling_practitioner()
-    form = NewCredentialForm()
-    if practitioner is None or not form.validate_on_submit():
-        return redirect(url_for("auth.login"))
+    """Invitation step 2 with a security key or passkey instead of an authenticator app.
+
+    The credential and the invitation's acceptance are one transaction: a refused acceptance
+    leaves no credential behind.
+    """
     db = get_db()
+    enrolment = flow.current_enrolment(db, now=clock().now())
+    form = NewCredentialForm()
+    if enrolment is None or not form.validate_on_submit():
+        return redirect(url_for("auth.login"))
+    practitioner, invitation = enrolment
     try:
         credential = keys.finish_registration(
             db,
@@ -314,20 +329,15 @@ def enrol():
             ip=client_ip(),
             clock=clock(),
         )
+        accounts.accept_invitation(db, invitation=invitation, clock=clock())
     except REGISTRATION_REFUSED as exc:
         message, status = registration_failure(exc)
         return render_template("error.html", message=message), status
-    invitation = db.execute(
-        select(Invitation).where(Invitation.id == session["enrolment"]["invitation"])
-    ).scalar_one()
-    try:
-        accounts.accept_invitation(db, invitation=invitation, clock=clock())
     except accounts.InvitationInvalidError:
         db.rollback()
         message = _("This invitation link is invalid or has expired. Ask for a new one.")
         return render_template("error.html", message=message), 409
     db.commit()
-    session.pop("enrolment", None)
     level = assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
     amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
     complete_login(Authentication(practitioner.id, tuple(amr), level))
@@ -382,6 +392,7 @@ def add():
     except REGISTRATION_REFUSED as exc:
         message, status = registration_failure(exc)
         return render_add(form, error=message, status=status)
+    db.commit()
     return redirect(url_for("accounts.home"), code=303)
 
 

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from idp.clock import FrozenClock
+from idp.db import dispose as dispose_app
 from smartcard.protocol import signing_payload
 from smartcard.terminal import terminal_login
 from tests.support.browser import serve_wsgi_app
@@ -44,7 +45,7 @@ def app(database_url, tmp_path, clock, card_pki, crl_server):
     serve_fresh_crls(crl_server, card_pki, now=clock.now())
     application = build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
     yield application
-    application.extensions["idp.engine"].dispose()
+    dispose_app(application)
 
 
 class BodyRecorder:

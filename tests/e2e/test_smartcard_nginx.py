@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests.cookies import RequestsCookieJar
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp.db import dispose as dispose_app
 from tests.support import nginx as harness
 from tests.support import pki
 from tests.support.cardlogin import add_practitioner, events, make_card_trust, serve_fresh_crls
@@ -79,7 +80,7 @@ def app(database_url, tmp_path, clock, card_pki, crl_server, ports):
         smartcard_tls_url=f"https://{CARD_HOST}:{ports['https']}/login/card/tls",
     )
     yield application
-    application.extensions["idp.engine"].dispose()
+    dispose_app(application)
 
 
 @pytest.fixture

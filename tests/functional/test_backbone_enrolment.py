@@ -44,7 +44,7 @@ def enrol(live_server, clock, token):
     page = agent.get(f"/enrol/{token}")
     assert page.status_code == 200 and 'autocomplete="new-password"' in page.text
     password = "un mot de passe assez long"
-    setup = agent.post(f"/enrol/{token}", {"password": password, "confirm": password}, page.text)
+    setup = agent.post("/enrol", {"password": password, "confirm": password}, page.text)
     assert 'src="data:image/svg+xml' in setup.text
     secret = secret_from(setup.text)
     return agent, setup, secret, password

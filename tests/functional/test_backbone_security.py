@@ -7,6 +7,7 @@ import requests
 from flask import Flask
 from sqlalchemy import select, text
 
+from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import AuditEvent, OAuthClient, Practitioner, SigningKey, TotpDevice
 from idp.policy import route_inventory
@@ -56,7 +57,7 @@ def test_https_issuer_uses_host_prefixed_secure_cookie(database_url, tmp_path, c
         headers={"Referer": "https://idp.example/login"},
     )
     assert posted.status_code == 401
-    app.extensions["idp.engine"].dispose()
+    dispose_app(app)
 
 
 def logged_in_agent(live_server, demo, clock):
@@ -125,7 +126,7 @@ def test_an_undeclared_route_is_denied_and_reported(database_url, tmp_path, cloc
 
     assert ("GET", "/forgotten-api", "UNDECLARED") in route_inventory(app)
     assert app.test_client().get("/forgotten-api").status_code == 404
-    app.extensions["idp.engine"].dispose()
+    dispose_app(app)
 
 
 def test_audit_trail_is_append_only_and_records_the_journey(live_server, demo, clock):

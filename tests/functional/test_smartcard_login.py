@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from idp.auth import smartcard_service
+from idp.db import dispose as dispose_app
 from idp.factors.smartcard import CardPolicy
 from idp.models import Invitation, Practitioner, PractitionerStatus, Smartcard, SmartcardLogin
 from smartcard import errors as agent_errors
@@ -94,7 +95,7 @@ def app(database_url, tmp_path, clock, trust, crl_server, card_pki):
     serve_fresh_crls(crl_server, card_pki, now=clock.now())
     application = build_app(database_url, tmp_path, clock, smartcard=trust)
     yield application
-    application.extensions["idp.engine"].dispose()
+    dispose_app(application)
 
 
 @pytest.fixture
@@ -475,7 +476,7 @@ def test_production_refuses_test_cards(
         assert response.status_code == 403
         assert last_failure(app)["reason"] == "test_card_refused"
     finally:
-        app.extensions["idp.engine"].dispose()
+        dispose_app(app)
 
 
 def test_production_refuses_a_997_number_from_a_production_ca(
@@ -501,7 +502,7 @@ def test_production_refuses_a_997_number_from_a_production_ca(
         assert response.status_code == 403
         assert last_failure(app)["reason"] == "test_card_refused"
     finally:
-        app.extensions["idp.engine"].dispose()
+        dispose_app(app)
 
 
 # --------------------------------------------------------------------------- accounts
@@ -674,7 +675,7 @@ def test_card_login_is_off_without_trust_anchors(database_url, tmp_path, clock):
         assert 'href="/login/card"' not in client.get("/login").get_data(as_text=True)
         assert client.get("/smartcard/code/ABCDEFGH").status_code == 404
     finally:
-        app.extensions["idp.engine"].dispose()
+        dispose_app(app)
 
 
 # --------------------------------------------------------------------------- TLS at the HTTP level
@@ -806,7 +807,7 @@ def test_unreachable_crl_store_is_a_503(
     finally:
         client.delete(key)
         client.close()
-        app.extensions["idp.engine"].dispose()
+        dispose_app(app)
 
 
 def test_expired_transactions_are_refused_and_purged(live_server, doctor, softhsm, card, clock):

@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from idp import challenges
 from idp.accounts import service as accounts
 from idp.auth import smartcard_service as service
-from idp.auth.service import ThrottledError
 from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import AuthChallenge, PractitionerStatus, SmartcardLogin
+from idp.ratelimit import ThrottledError
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_pick_up_window_and_method_are_enforced(db, clock, practitioner):
 def test_code_lookups_are_throttled_per_address(db, clock):
     from idp.ratelimit import DatabaseThrottle
 
-    throttle = DatabaseThrottle(db, clock)
+    throttle = DatabaseThrottle(db.get_bind(), clock)
     started = service.start_login(db, clock=clock)
     request = service.signing_request(
         db,

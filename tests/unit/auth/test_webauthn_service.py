@@ -14,6 +14,7 @@ from idp.accounts import service as accounts
 from idp.accounts import webauthn_service as keys
 from idp.auth import assurance
 from idp.auth import webauthn_service as login
+from idp.auth.devices import Client
 from idp.factors import webauthn as wa
 from idp.models import PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
@@ -81,6 +82,7 @@ def register(db, practitioner, clock, rp, *, attest=None, session_acr=None, **kn
         ip="192.0.2.1",
         clock=clock,
     )
+    db.commit()  # the caller's flow commits the new credential
     return authn, row
 
 
@@ -90,8 +92,8 @@ def passkey_login(db, clock, rp, authn, *, required=None, **knobs):
         rp=rp,
         practitioner=None,
         min_acr=None,
-        ip="192.0.2.1",
-        throttle=DatabaseThrottle(db, clock),
+        client=Client(ip="192.0.2.1"),
+        throttle=DatabaseThrottle(db.get_bind(), clock),
         clock=clock,
     )
     response = authn.authentication_response(
@@ -103,9 +105,10 @@ def passkey_login(db, clock, rp, authn, *, required=None, **knobs):
         credential_json=json.dumps(response),
         challenge_id=challenge_id,
         practitioner=None,
+        login=None,
         required_acr=lambda _pid: required,
-        ip="192.0.2.1",
-        throttle=DatabaseThrottle(db, clock),
+        client=Client(ip="192.0.2.1"),
+        throttle=DatabaseThrottle(db.get_bind(), clock),
         clock=clock,
     )
 
@@ -165,6 +168,7 @@ def test_unverifiable_attestation_never_counts_as_hardware(db, practitioner, clo
             ip=None,
             clock=clock,
         )
+        db.commit()
     else:
         _authn, row = register(db, practitioner, clock, rp)
     assert not row.hardware_bound
