@@ -1,17 +1,21 @@
-"""One-time secrets and personal data never reach the logs: the redaction function and the
-gunicorn logger built on it."""
+"""One-time secrets and personal data never reach the logs: the redaction function, the gunicorn
+logger built on it, Flask's exception log and the database's error messages."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import re
+import sys
 from types import SimpleNamespace
 
 import pytest
 from gunicorn.config import Config
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from idp.clock import FrozenClock
+from idp.db import make_engine
 from idp.redaction import (
     SECRET_PARAMETERS,
     redact_path,
@@ -172,3 +176,25 @@ def test_gunicorn_error_log_is_redacted(caplog):
             logger.exception("Error handling request %s %s", "GET", f"/enrol/{TOKEN}")
     assert TOKEN not in caplog.text
     assert "Error handling request GET /enrol/[redacted]" in caplog.text
+
+
+def test_flask_exception_log_redacts_the_path(app, caplog):
+    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+        with app.test_request_context(f"/enrol/{TOKEN}"):
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                app.log_exception(sys.exc_info())
+    assert TOKEN not in caplog.text
+    assert "Exception on /enrol/[redacted] [GET]" in caplog.text
+
+
+def test_database_errors_do_not_carry_statement_parameters(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'errors.sqlite3'}")
+    try:
+        with pytest.raises(DBAPIError) as raised:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT :value FROM no_such_table"), {"value": TOKEN})
+        assert TOKEN not in str(raised.value)
+    finally:
+        engine.dispose()
