@@ -16,10 +16,19 @@ from idp.clock import SystemClock
 from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key
 from idp.ratelimit import ThrottleUnavailableError
+from idp.redaction import redact_path
 from idp.sessions import DatabaseStore, RedisStore, ServerSessionInterface
 
 ROOT = Path(__file__).resolve().parent.parent
 csrf = CSRFProtect()
+
+
+class IdPFlask(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Flask's, with the path redacted: it may be an invitation token or a card code."""
+        self.logger.error(
+            "Exception on %s [%s]", redact_path(request.path), request.method, exc_info=exc_info
+        )
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -28,7 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings: Settings = test_config.pop("SETTINGS", None) or load_settings()
     check_keys(settings)
     check_webauthn(settings)
-    app = Flask(
+    app = IdPFlask(
         __name__,
         template_folder=str(ROOT / "templates"),
         instance_path=str(settings.instance_path),

@@ -1,7 +1,7 @@
 """Operator commands. This command-line contract is relied on by operators and tooling:
 
-``idp db upgrade`` · ``idp serve`` · ``idp practitioner add`` · ``idp client add`` ·
-``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
+``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner add`` ·
+``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
 from __future__ import annotations
@@ -52,6 +52,38 @@ def db_upgrade() -> None:
         )
     upgrade(settings.database_url)
     click.echo("database is up to date")
+
+
+@db.command("grants")
+@click.option("--role", required=True, help="PostgreSQL role the server connects as")
+@click.option("--apply", "apply_", is_flag=True, help="Run them on IDP_DATABASE_URL (the owner)")
+def db_grants(role: str, apply_: bool) -> None:
+    """Print (or apply) the privileges of the server's own PostgreSQL role.
+
+    The role may only add to and read the audit trail. Run again after each upgrade.
+    """
+    from idp import grants
+
+    settings = load_settings()
+    if not grants.is_postgresql(settings.database_url):
+        fail(
+            "IDP_DATABASE_URL is not PostgreSQL: SQLite has no database roles, so there is "
+            "nothing to grant (the append-only triggers still protect the audit trail)"
+        )
+    try:
+        statements = (
+            grants.apply_grants(settings.database_url, role)
+            if apply_
+            else grants.grant_statements(role)
+        )
+    except grants.GrantsError as exc:
+        fail(str(exc))
+    click.echo("BEGIN;")
+    for statement in statements:
+        click.echo(f"{statement};")
+    click.echo("COMMIT;")
+    if apply_:
+        click.echo(f"applied: role {role} can only add to and read audit_events", err=True)
 
 
 @main.command()

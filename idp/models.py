@@ -263,7 +263,7 @@ class ThrottleCounter(Base):
 
 
 class AuditEvent(Base):
-    """Append-only: the migration installs triggers that refuse UPDATE and DELETE."""
+    """Append-only: the migrations install triggers that refuse UPDATE, DELETE and TRUNCATE."""
 
     __tablename__ = "audit_events"
 

@@ -2,7 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+from idp.redaction import REDACTED, redact_path, redact_query, redact_text, redact_uri
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with secrets taken out of every URL it writes (``idp.redaction``).
+
+    Covers the access log's atoms, whatever the format: the request line ``%(r)s``, path
+    ``%(U)s``, query ``%(q)s`` and Referer ``%(f)s``, and the same values reached as
+    ``%({…}i)s`` headers or ``%({…}e)s`` environ variables; credential headers are dropped.
+    Messages about failed requests in the error log are redacted too."""
+
+    URI_ATOMS = (
+        "f",
+        "{referer}i",
+        "{location}o",
+        "{raw_uri}e",
+        "{request_uri}e",
+        "{http_referer}e",
+    )
+    PATH_ATOMS = ("U", "{path_info}e")
+    HIDDEN_ATOMS = (
+        "{authorization}i",
+        "{cookie}i",
+        "{proxy-authorization}i",
+        "{set-cookie}o",
+        "{http_authorization}e",
+        "{http_cookie}e",
+    )
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        method, _space, rest = (atoms.get("r") or "").partition(" ")
+        target, _space, protocol = rest.rpartition(" ")
+        if target:
+            atoms["r"] = f"{method} {redact_uri(target)} {protocol}"
+        for key in self.URI_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact_uri(atoms[key])
+        for key in self.PATH_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact_path(atoms[key])
+        path = environ.get("PATH_INFO") or ""
+        for key in ("q", "{query_string}e"):
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact_query(atoms[key], path)
+        for key in self.HIDDEN_ATOMS:
+            if key in atoms:
+                atoms[key] = REDACTED
+        return atoms
+
+    def _redacted(self, msg, args) -> str:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]  # as the logging module does
+        return redact_text(str(msg) % args if args else str(msg))
+
+    def error(self, msg, *args, **kwargs):
+        super().error(self._redacted(msg, args), **kwargs)
+
+    def warning(self, msg, *args, **kwargs):
+        super().warning(self._redacted(msg, args), **kwargs)
+
+    def exception(self, msg, *args, **kwargs):
+        super().exception(self._redacted(msg, args), **kwargs)
 
 
 class IdPServer(BaseApplication):
@@ -29,6 +96,7 @@ def run(*, host: str, port: int, workers: int, factory=None) -> None:
             "bind": f"{host}:{port}",
             "workers": workers,
             "accesslog": "-",
+            "logger_class": RedactingLogger,
             "forwarded_allow_ips": "127.0.0.1",
             "timeout": 30,
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -159,6 +160,64 @@ def test_serve_runs_gunicorn_workers(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_serve_keeps_one_time_secrets_out_of_the_access_log(tmp_path):
+    port = free_port()
+    keys = {
+        "IDP_ENV": "production",
+        "IDP_SECRET_KEY": "k" * 64,
+        "IDP_DATA_KEY": "d" * 64,
+        "IDP_ISSUER": f"http://localhost:{port}",
+    }
+    run_idp("db", "upgrade", tmp_path=tmp_path, env_extra=keys)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(keys, IDP_INSTANCE_PATH=str(tmp_path))
+    log_path = tmp_path / "idp.log"
+    token = secrets.token_urlsafe(32)
+    with open(log_path, "wb") as log:  # gunicorn's access log (and its error log) go here
+        server = subprocess.Popen(
+            [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    expected = (
+        '"GET /enrol/[redacted] HTTP/1.1"',
+        '"https://app.example/cb?code=[redacted]&state=st4te"',
+        '"GET /smartcard/code/[redacted] HTTP/1.1"',
+        '"GET /authorize?code=[redacted]&access_token=[redacted]&state=st4te HTTP/1.1"',
+        '"GET /enrol/totp HTTP/1.1"',
+    )
+    try:
+        for _ in range(100):
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        referer = {"Referer": "https://app.example/cb?code=R3FERERC0DE&state=st4te"}
+        requests.get(f"{base}/enrol/{token}", headers=referer, allow_redirects=False)
+        requests.get(f"{base}/smartcard/code/ABCD-EFGH", allow_redirects=False)
+        requests.get(
+            f"{base}/authorize?code=SECRET&access_token=SECRET2&state=st4te",
+            allow_redirects=False,
+        )
+        requests.get(f"{base}/enrol/totp", allow_redirects=False)
+        for _ in range(100):
+            logged = log_path.read_text()
+            if all(line in logged for line in expected):
+                break
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    logged = log_path.read_text()
+    for line in expected:
+        assert line in logged, logged
+    for secret in (token, "ABCD-EFGH", "SECRET", "R3FERERC0DE"):
+        assert secret not in logged, logged
 
 
 def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypatch):
