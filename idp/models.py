@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -266,6 +267,10 @@ class AuditEvent(Base):
     """Append-only: the migrations install triggers that refuse UPDATE, DELETE and TRUNCATE."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        # a practitioner's events of one kind over time (failed attempts since the last login)
+        Index("ix_audit_events_practitioner_event_at", "practitioner_id", "event", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
