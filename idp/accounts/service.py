@@ -13,6 +13,7 @@ from idp.auth.service import (
     active_totp_devices,
     consume_totp_step,
     totp_aad,
+    totp_secret,
     usable_factor_count,
 )
 from idp.clock import Clock
@@ -159,14 +160,14 @@ def start_totp_enrolment(
         secret_encrypted="",
         created_at=clock.now(),
     )
-    device.secret_encrypted = cipher.encrypt(secret.encode(), aad=totp_aad(device))
     db.add(device)
-    db.flush()
+    db.flush()  # the row's id is part of the seed's associated data
+    device.secret_encrypted = cipher.encrypt(secret.encode(), aad=totp_aad(device))
     return device, secret
 
 
 def pending_secret(device: TotpDevice, cipher: DataCipher) -> str:
-    return cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
+    return totp_secret(device, cipher)
 
 
 def confirm_totp_enrolment(

@@ -212,7 +212,7 @@ def check_totp(
     keys = second_step_keys("2fa", practitioner_id=practitioner.id, client=client, login=login)
     reservation = throttle.reserve(keys)
     for device in active_totp_devices(db, practitioner.id):
-        secret = cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
+        secret = totp_secret(device, cipher)
         try:
             step = totp.verify(
                 secret=secret, code=code, now=clock.now(), last_used_step=device.last_used_step
@@ -233,5 +233,12 @@ def check_totp(
 
 
 def totp_aad(device: TotpDevice) -> str:
-    """Binds a ciphertext to its row: a seed copied to another practitioner won't decrypt."""
-    return f"totp:{device.practitioner_id}"
+    """Binds a ciphertext to its row: a seed copied to another row or practitioner won't
+    decrypt. The row must have its id (flushed) before its seed is encrypted."""
+    if device.id is None:
+        raise ValueError("flush the device before encrypting its seed")
+    return f"totp:{device.id}:{device.practitioner_id}"
+
+
+def totp_secret(device: TotpDevice, cipher: DataCipher) -> str:
+    return cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
