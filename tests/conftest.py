@@ -23,6 +23,15 @@ def test_database(tmp_path_factory):
 
 
 @pytest.fixture
+def redis_client():
+    from tests.support.redis import redis_client_or_fail
+
+    client = redis_client_or_fail()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def clock():
     return real_now_clock()
 

@@ -4,7 +4,6 @@ bursts that get no more guesses than a sequence, and the practitioner told about
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -16,6 +15,7 @@ from idp.forwarded import parse_trusted_proxies
 from idp.models import AuditEvent
 from tests.support.idp_server import LiveServer, build_app
 from tests.support.oidc import UserAgent, totp_now
+from tests.support.redis import redis_url
 
 WRONG_PASSWORD = "wrong password!!"
 
@@ -265,24 +265,6 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(live_server, demo):
 
 
 # --------------------------------------------------------------------------- Redis
-
-
-def redis_url() -> str:
-    return os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def redis_client():
-    import redis
-
-    client = redis.Redis.from_url(redis_url())
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"Redis unavailable: {exc}")
-    return client
 
 
 def test_redis_backend_shares_throttles_and_sessions(redis_client, database_url, tmp_path, clock):

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import re
 import urllib.parse
 import uuid
@@ -45,6 +44,7 @@ from tests.support.cardlogin import (
 )
 from tests.support.idp_server import build_app
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, totp_now
+from tests.support.redis import redis_url
 from tests.support.softhsm import provision_card
 
 pytestmark = pytest.mark.pkcs11
@@ -776,19 +776,10 @@ def test_tls_headers_count_only_from_a_trusted_proxy(
 
 
 def test_unreachable_crl_store_is_a_503(
-    database_url, tmp_path, clock, trust, softhsm, card, rpps, card_pki
+    database_url, tmp_path, clock, trust, softhsm, card, rpps, card_pki, redis_client
 ):
     """Redis configured: CRLs live there; a broken store fails closed like the throttles."""
-    import redis
-
-    url = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required in CI: {exc}", pytrace=False)
-        pytest.skip(f"Redis at {url}: {exc}")
+    client, url = redis_client, redis_url()
     crl_url = card_pki.crl_url(card_pki.intermediate)
     key = "idp:crl:" + hashlib.sha256(crl_url.encode()).hexdigest()
     client.set(key, "not a hash")  # any command on it now fails: WRONGTYPE

@@ -68,24 +68,13 @@ def ci_or_skip(message: str) -> None:
     pytest.skip(message)
 
 
-def redis_url() -> str:
-    return os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
 @pytest.fixture
-def redis_store():
-    import redis
-
-    client = redis.Redis.from_url(redis_url(), socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        ci_or_skip(f"Redis at {redis_url()}: {exc}")
+def redis_store(redis_client):
+    client = redis_client
     prefix = f"idp:test-crl:{uuid.uuid4().hex}:"
     yield RedisCrlStore(client, prefix=prefix)
     for key in client.scan_iter(prefix + "*"):
         client.delete(key)
-    client.close()
 
 
 @pytest.fixture
