@@ -24,7 +24,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from idp import headers
+from idp import headers, jsonlimits
 from idp.accounts import smartcard_service as cards
 from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
@@ -365,7 +365,10 @@ def code_api(code: str):
             return api_error("unsupported_media_type", _("Send JSON."), 415)
         if (request.content_length or 0) > MAX_MESSAGE_BYTES:
             return api_error("payload_too_large", _("The request is too large."), 413)
-        body = request.get_json(silent=True)
+        try:
+            body = jsonlimits.loads(request.get_data(), max_bytes=MAX_MESSAGE_BYTES)
+        except jsonlimits.JSONLimitError:
+            body = None
         if not isinstance(body, dict) or body.get("code") != code:
             return api_error("bad_request", _("The request is malformed."), 400)
         service.submit_code_answer(
