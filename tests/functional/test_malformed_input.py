@@ -1,0 +1,475 @@
+"""No input gets a 5xx: every route of the URL map, every method it accepts, odd path values,
+malformed bodies and parameters, anonymously, after the password, during an invitation and
+logged in (with a pending authorization request). In process, over WSGI: no network, no browser."""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import secrets
+from urllib.parse import quote, urlencode
+
+import pytest
+from argon2 import PasswordHasher
+from itsdangerous import URLSafeTimedSerializer
+from werkzeug.routing import Rule
+from werkzeug.test import EnvironBuilder
+
+from idp import crypto
+from idp.accounts import service as accounts
+from idp.db import get_db
+from tests.support.cardlogin import make_card_trust, serve_fresh_crls
+from tests.support.idp_server import build_app
+from tests.support.oidc import csrf_token, totp_now
+
+REDIRECT = "http://localhost:9999/callback"
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+DEEP = 1_100  # nesting levels: beyond Python's recursion limit, small enough for every field
+DEEP_LIST = "[" * DEEP + "]" * DEEP
+DEEP_OBJECT = '{"":' * DEEP + "1" + "}" * DEEP
+VERY_DEEP = "[" * 10_000 + "]" * 10_000
+HUGE = "A" * 200_000  # under the 256 KiB request limit
+SHORT_ODD = [
+    "\x00",
+    "a\x00b\n\r\t\x0b\x1b[0m\x7f",
+    'é—"\\\u202e😀',
+    "99999999999999999999999999",
+    "-1",
+    "[]",
+    '{"type": "public-key", "id": [], "rawId": {}, "response": "x"}',
+    "%00%0A%FF",
+    "../../../../etc/passwd",
+]
+FIELDS = [
+    # forms
+    "identifier",
+    "password",
+    "confirm",
+    "code",
+    "credential",
+    "name",
+    "certificate",
+    "signature",
+    "mechanism",
+    "consent_decision",
+    # OAuth / OpenID Connect
+    "client_id",
+    "response_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "acr_values",
+    "claims",
+    "request",
+    "request_uri",
+    "response_mode",
+    "login_hint",
+    "ui_locales",
+    "id_token_hint",
+    "grant_type",
+    "code_verifier",
+    "client_secret",
+    "access_token",
+    # pages
+    "lang",
+    "reason",
+    "next",
+    "t",
+    "r",
+    "error",
+]
+PATH_VALUES = {
+    "int": ["1", "99999999999999999999999999", "0"],
+    "default": ["x", "%00", "%0A%0D", "%FF%FE", "é😀", "A" * 4000, "..%2F..%2Fetc", "<b>"],
+    "path": ["css/idp.css", "..%2F..%2Fidp%2F__init__.py", "%00", "x" * 4000],
+}
+
+
+def valid_authorization(**overrides) -> dict:
+    params = {
+        "client_id": "demo-rp",
+        "response_type": "code",
+        "redirect_uri": REDIRECT,
+        "scope": "openid profile",
+        "state": "s",
+        "nonce": "n",
+        "code_challenge": CHALLENGE,
+        "code_challenge_method": "S256",
+    }
+    params.update(overrides)
+    return params
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def app(database_url, tmp_path, clock, crl_server, card_pki):
+    """The IdP with every optional feature on (card login and its TLS mode), so that every
+    view runs its own code rather than answering "not available here"."""
+    serve_fresh_crls(crl_server, card_pki, now=clock.now())
+    application = build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
+    yield application
+    application.extensions["idp.engine"].dispose()
+
+
+@pytest.fixture
+def demo(app):
+    from idp.demo import seed
+
+    with app.app_context():
+        return seed(rp_url="http://localhost:9999")
+
+
+class Browser:
+    """Requests with a server-side session reset to a recorded state before each one.
+
+    The session is written straight to the store under a fixed id and sent as a Cookie header.
+    """
+
+    def __init__(self, app, state: dict | None) -> None:
+        self.app = app
+        self.state = state
+        self.sid = "fuzz-session-" + secrets.token_urlsafe(16)
+        raw_csrf = secrets.token_hex(20)
+        self.session = {**(state or {}), "csrf_token": raw_csrf}
+        serializer = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token")
+        self.csrf = serializer.dumps(raw_csrf)
+
+    def reset(self) -> None:
+        now = self.app.extensions["idp.clock"].now().timestamp()
+        with self.app.app_context():
+            self.app.session_interface.store.save(self.sid, self.session, now, now, 3600)
+
+    def open(self, method: str, url: str, **kwargs) -> int:
+        """The response status. Plain WSGI: the test client would re-parse every huge URL."""
+        headers = {"X-CSRFToken": self.csrf, **kwargs.pop("headers", {})}
+        if self.state is not None:
+            self.reset()
+            headers["Cookie"] = f"idp_session={self.sid}"
+        overrides = kwargs.pop("environ_overrides", {})
+        if "prepare" in kwargs:  # a first request in the same session (a challenge, say)
+            self.call(
+                EnvironBuilder(
+                    path=kwargs.pop("prepare"),
+                    method="POST",
+                    headers={**headers, "Accept": "application/json"},
+                )
+            )
+        return self.call(
+            EnvironBuilder(path=url, method=method, headers=headers, **kwargs), overrides
+        )
+
+    def call(self, builder: EnvironBuilder, overrides: dict | None = None) -> int:
+        try:
+            environ = {**builder.get_environ(), **(overrides or {})}
+        finally:
+            builder.close()
+        status = []
+        body = self.app(environ, lambda line, _headers, _exc=None: status.append(line))
+        try:
+            b"".join(body)
+        finally:
+            getattr(body, "close", lambda: None)()
+        return int(status[0].split()[0])
+
+
+def recorded_session(client) -> dict:
+    with client.session_transaction() as session:
+        return {k: v for k, v in session.items() if k != "csrf_token"}
+
+
+def login_states(app, demo, clock) -> dict[str, dict | None]:
+    """Real journeys through the test client, their server-side sessions recorded."""
+    client = app.test_client()
+    page = client.get("/login")
+    client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+            "identifier": demo["username"],
+            "password": demo["password"],
+        },
+    )
+    first_factor = recorded_session(client)
+    page = client.get("/login/totp")
+    client.post(
+        "/login/totp",
+        data={
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+            "code": totp_now(demo["totp_secret"], clock),
+        },
+    )
+    client.get("/authorize", query_string=valid_authorization(prompt="login"))
+    logged_in = recorded_session(client)
+    assert logged_in.get("auth") and logged_in.get("authz"), logged_in
+
+    with app.app_context():
+        db = get_db()
+        invited = accounts.create_practitioner(
+            db,
+            rpps="10000000108",
+            given_name="Léa",
+            family_name="Durand",
+            profession_code="21",
+            email="lea.durand@example.fr",
+            clock=clock,
+        )
+        token = accounts.create_invitation(db, practitioner=invited, clock=clock)
+        db.commit()
+    client = app.test_client()
+    page = client.get(f"/enrol/{token}")
+    password = "un mot de passe assez long"
+    client.post(
+        f"/enrol/{token}",
+        data={
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+            "password": password,
+            "confirm": password,
+        },
+    )
+    enrolling = recorded_session(client)
+    assert enrolling.get("enrolment"), enrolling
+    return {
+        "anonymous": {},  # a visitor whose session holds nothing but its CSRF token
+        "first-factor": first_factor,
+        "enrolling": enrolling,
+        "logged-in": logged_in,
+    }
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def path_variants(rule: Rule) -> list[str]:
+    """The rule's URL with odd values in its path parameters (the first is a plausible one)."""
+    urls = []
+    kinds = {name: type(c).__name__ for name, c in rule._converters.items()}  # noqa: SLF001
+    kind = {"IntegerConverter": "int", "PathConverter": "path"}
+    count = max((len(PATH_VALUES[kind.get(c, "default")]) for c in kinds.values()), default=1)
+    for index in range(count):
+        url = rule.rule
+        for name, converter in kinds.items():
+            values = PATH_VALUES[kind.get(converter, "default")]
+            url = re.sub(rf"<[^>]*\b{name}>", values[index % len(values)], url)
+        urls.append(url)
+    return urls
+
+
+def encoded(pairs) -> str:
+    """Form/query encoding that keeps JSON punctuation as is, so deep values stay small."""
+    return urlencode(list(pairs), quote_via=quote, safe='[]{}:"')
+
+
+def every_field(value: str) -> str:
+    return encoded((field, value) for field in FIELDS)
+
+
+@functools.cache
+def parameter_sets() -> tuple[tuple[str, str], ...]:
+    """Query strings or form bodies: odd values in every field, deep JSON, big, repeated."""
+    return (
+        *((f"every field {value[:12]!r}", every_field(value)) for value in SHORT_ODD),
+        ("deep JSON lists", every_field(DEEP_LIST)),
+        ("deep JSON objects", every_field(DEEP_OBJECT)),
+        ("big values", every_field("é" * 1_000)),
+        ("repeated parameters", encoded((f, v) for f in FIELDS for v in ("a", "b"))),
+    )
+
+
+@functools.cache
+def authorization_sets() -> tuple[tuple[str, str], ...]:
+    """A valid authorization request with one odd parameter (so validation gets that far)."""
+    sets = []
+    for field in FIELDS:
+        for value in ('\x00\n"é\\', DEEP_OBJECT, "a b\tc"):
+            params = valid_authorization(**{field: value})
+            sets.append((f"authorization request, odd {field}", encoded(params.items())))
+        params = [*valid_authorization().items(), (field, "again")]
+        sets.append((f"authorization request, repeated {field}", encoded(params)))
+    return tuple(sets)
+
+
+FORM = "application/x-www-form-urlencoded"
+WEBAUTHN_OPTIONS = {
+    "/login/passkey": "/login/passkey/options",
+    "/login/webauthn": "/login/webauthn/options",
+    "/enrol/webauthn": "/enrol/webauthn/options",
+    "/account/webauthn/add": "/account/webauthn/add/options",
+}
+
+
+def fuzz_requests(method: str, url: str, csrf: str, *, thorough: bool, authorization: bool):
+    """(description, EnvironBuilder keyword arguments) for one route and method."""
+    sets = parameter_sets() if thorough else parameter_sets()[:2]
+    if url == "/authorize" and authorization:
+        sets += authorization_sets()
+    if method == "GET":
+        for description, query in sets:
+            yield f"query: {description}", {"query_string": query}
+        yield "query: invalid UTF-8", {"query_string": "client_id=%FF%FE&redirect_uri=%C3%28"}
+        yield "raw query: invalid UTF-8", {"environ_overrides": {"QUERY_STRING": "x=\xff\xfe"}}
+        wsgi_path = quote(url, safe="/%").encode().decode("latin-1")  # PEP 3333 form
+        yield (
+            "raw path: invalid UTF-8",
+            {"environ_overrides": {"PATH_INFO": wsgi_path + "\xff\xc3("}},
+        )
+        yield "header: odd bearer token", {"headers": {"Authorization": "Bearer \x7f" + "A" * 5000}}
+        yield (
+            "header: odd card certificate",
+            {
+                "headers": {"X-SSL-Client-Cert": "-----BEGIN%20" + "%FF" * 300},
+                "query_string": "t=x",
+            },
+        )
+        return
+    token = encoded([("csrf_token", csrf)])
+    for description, body in sets:
+        yield f"form: {description}", {"data": f"{body}&{token}", "content_type": FORM}
+    if not thorough:
+        return
+    for name, value in (("10,000-deep", VERY_DEEP), ("huge", HUGE)):
+        body = encoded([("credential", value), ("csrf_token", csrf)])
+        yield f"form: {name} credential", {"data": body, "content_type": FORM}
+        if url in WEBAUTHN_OPTIONS:  # so that the response reaches the verifier
+            yield (
+                f"form: {name} credential after options",
+                {
+                    "data": body,
+                    "content_type": FORM,
+                    "prepare": WEBAUTHN_OPTIONS[url],
+                },
+            )
+    yield (
+        "form: invalid UTF-8",
+        {
+            "data": f"{token}&credential=".encode() + b"\xff\xfe&identifier=%FF%FE&code=\xc3",
+            "content_type": FORM,
+        },
+    )
+    yield (
+        "form: files instead of text",
+        {
+            "data": {"csrf_token": csrf, **{f: (io.BytesIO(b"\x00\xff"), "x.bin") for f in FIELDS}},
+            "content_type": "multipart/form-data",
+        },
+    )
+    for body in (VERY_DEEP, DEEP_OBJECT, "[1, 2]", '"text"', '{"code": 5, "certificate": []}'):
+        yield (
+            "JSON body",
+            {
+                "data": body,
+                "content_type": "application/json",
+                "headers": {"Accept": "application/json"},
+            },
+        )
+    yield (
+        "JSON body: invalid UTF-8",
+        {"data": b'{"code": "\xff"}', "content_type": "application/json"},
+    )
+    yield "unexpected content type", {"data": b"\x00" * 1000, "content_type": "application/cbor"}
+
+
+def walk(app) -> list[tuple[str, str, bool]]:
+    """(method, URL, thorough) for every rule and method; odd path values get fewer bodies."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            for index, url in enumerate(path_variants(rule)):
+                found.append((method, url, index == 0))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def test_no_input_gets_a_server_error(app, demo, clock, monkeypatch):
+    # Unknown identifiers are checked against a dummy argon2 hash; a cheap one keeps the walk
+    # about parsing, not password hashing.
+    monkeypatch.setattr(
+        crypto, "_DUMMY_HASH", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("x")
+    )
+    states = login_states(app, demo, clock)
+    failures = []
+    count = 0
+    for state_name, state in states.items():
+        browser = Browser(app, state)
+        for method, url, thorough in walk(app):
+            attempts = fuzz_requests(
+                method,
+                url,
+                browser.csrf,
+                thorough=thorough,
+                authorization=state_name in ("anonymous", "logged-in"),
+            )
+            for description, kwargs in attempts:
+                count += 1
+                where = f"{method} {url[:80]} [{state_name}] {description}"
+                try:
+                    status = browser.open(method, url, **kwargs)
+                except Exception as exc:  # escaped every error handler: the server's own 500
+                    failures.append(f"crash {where}: {type(exc).__name__}: {str(exc)[:100]}")
+                    continue
+                if status >= 500:
+                    failures.append(f"{status} {where}")
+    assert not failures, "\n".join(sorted(set(failures)))
+    assert count > 4000  # the walk really ran: every route, every state
+
+
+# --------------------------------------------------------------------------- what the walk found
+
+
+def logged_in_browser(app, demo, clock) -> Browser:
+    return Browser(app, login_states(app, demo, clock)["logged-in"])
+
+
+@pytest.mark.parametrize("body", [VERY_DEEP, "[1, 2]", '"text"', '{"code": 5}'])
+def test_a_json_body_is_not_taken_for_form_data(app, demo, body):
+    """Flask-WTF read a JSON body as the form: a list or a deep document was a 500."""
+    anonymous = Browser(app, {})
+    for path in ("/login", "/logout", "/login/passkey", "/login/card"):
+        status = anonymous.open("POST", path, data=body, content_type="application/json")
+        assert status in (200, 400), path  # the logout page is shown again
+
+
+def test_uploaded_files_are_not_taken_for_form_fields(app, demo):
+    anonymous = Browser(app, {})
+    data = {"csrf_token": anonymous.csrf, "identifier": (io.BytesIO(b"x"), "x"), "password": "p"}
+    assert anonymous.open("POST", "/login", data=data, content_type="multipart/form-data") == 400
+
+
+def test_an_id_beyond_the_database_range_is_not_found(app, demo, clock):
+    browser = logged_in_browser(app, demo, clock)
+    for path in (
+        "/account/totp/99999999999999999999/remove",
+        "/account/webauthn/99999999999999999999/rename",
+        "/account/smartcard/99999999999999999999/remove",
+    ):
+        data = {"csrf_token": browser.csrf, "name": "x"}
+        assert browser.open("POST", path, data=data) == 404, path
+
+
+def test_raw_bytes_in_the_query_string_are_read_as_percent_encoded(app, demo):
+    anonymous = Browser(app, None)
+    for path in ("/login", "/.well-known/openid-configuration", "/authorize"):
+        status = anonymous.open("GET", path, environ_overrides={"QUERY_STRING": "lang=\xff\xfe"})
+        assert status in (200, 400), path
+
+
+def test_the_card_agent_api_refuses_deeply_nested_json(app, demo):
+    agent = Browser(app, None)
+    for body in (
+        "[" * 5_000 + "]" * 5_000,
+        '{"code": "x", "certificate": ' + "[" * 5_000 + "]" * 5_000 + "}",
+    ):
+        status = agent.open(
+            "POST", "/smartcard/code/ABCD-EFGH", data=body, content_type="application/json"
+        )
+        assert status == 400
