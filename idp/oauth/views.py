@@ -272,16 +272,24 @@ def render_consent(grant, params):
     )
 
 
-@bp.get("/authorize/cancel")
+@bp.post("/authorize/cancel")
 @policy(Policy.PUBLIC)
 def cancel():
-    """The practitioner gave up (or no factor meets the level asked): tell the client."""
+    """The practitioner gave up (or no factor meets the level asked): tell the client.
+
+    A POST with the form's CSRF token: a link from another site must not end a sign-in."""
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except (CSRFError, ValidationError):
+        return error_page(
+            _("The form expired or was sent from elsewhere. Reload the page and try again.")
+        )
     pending = session.pop("authz", None)
     if not pending:
-        return redirect(url_for("auth.login"))
+        return redirect(url_for("auth.login"), code=303)
     error_cls = (
         UnmetAuthenticationRequirementsError
-        if request.args.get("reason") == "unmet"
+        if request.form.get("reason") == "unmet"
         else AccessDeniedError
     )
     error = error_cls(redirect_uri=pending["redirect_uri"], state=pending.get("state"))
