@@ -82,10 +82,13 @@ def confirm_code(device: TotpDevice, form) -> str | None:
 @bp.route("/account/totp/add", methods=["GET", "POST"])
 @policy(Policy.RECENT_STRONG)
 def add_totp():
+    """A GET shows the pending key, or a button: the new (unconfirmed) key is made by a POST."""
     practitioner = me()
     db = get_db()
     device = pending_device("totp_pending", practitioner.id)
     if device is None:
+        if request.method == "GET":
+            return render_template("totp_start.html", form=EmptyForm())
         device, _secret = service.start_totp_enrolment(
             db,
             practitioner=practitioner,
@@ -95,6 +98,8 @@ def add_totp():
         )
         db.commit()
         session["totp_pending"] = device.id
+    if request.method == "GET" or "code" not in request.form:  # shown, not yet confirmed
+        return render_totp_setup("totp_setup.html", device, CodeForm(formdata=None))
     form = CodeForm()
     if not form.validate_on_submit():
         return render_totp_setup("totp_setup.html", device, form)

@@ -204,9 +204,15 @@ def login_totp():
 @bp.get("/login/reauthenticate")
 @policy(Policy.AUTHENTICATED)
 def reauthenticate():
-    """Sensitive changes need a login from the last minutes: log in again, come back."""
-    session.pop("auth", None)
-    return redirect(url_for("auth.login"))
+    """Sensitive changes need a login from the last minutes: the sign-in form, saying why.
+
+    It changes nothing: the login is replaced only once the password (or a passkey, or the
+    card) is checked, so a link from another site cannot end a session."""
+    form = PasswordLoginForm()
+    practitioner = get_db().get(Practitioner, session["auth"]["pid"])
+    form.identifier.data = practitioner.rpps
+    context = login_context()
+    return render_template("login.html", form=form, reauthenticate=True, **context)
 
 
 @bp.route("/logout", methods=["GET", "POST"])
