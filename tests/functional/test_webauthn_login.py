@@ -583,6 +583,9 @@ def test_adding_a_second_key_from_a_totp_session_steps_up(live_server, demo, key
     agent = UserAgent(live_server.url)
     login_with_totp(agent, demo["username"], demo["password"], demo["totp_secret"], clock)
     page = agent.get("/account/webauthn/add")
+    assert page.status_code == 403 and 'action="/account/webauthn/add/step-up"' in page.text
+    assert is_logged_in(agent)  # a link here ends nothing: the step-up is the page's button
+    page = agent.post("/account/webauthn/add/step-up", {}, page.text)
     assert page.url.endswith("/login") and 'name="password"' in page.text
     page = agent.post(
         "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
