@@ -28,7 +28,7 @@ def me() -> Practitioner:
 
 
 @bp.get("/account")
-@policy(Policy.AUTHENTICATED)
+@policy(Policy.AUTHENTICATED, get_changes_state=False)
 def home():
     practitioner = me()
     return render_template(
@@ -80,7 +80,7 @@ def confirm_code(device: TotpDevice, form) -> str | None:
 
 
 @bp.route("/account/totp/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG)
+@policy(Policy.RECENT_STRONG, get_changes_state=False)
 def add_totp():
     """A GET shows the pending key, or a button: the new (unconfirmed) key is made by a POST."""
     practitioner = me()
@@ -129,7 +129,7 @@ def remove_totp(device_id: int):
 
 
 @bp.route("/enrol/<token>", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def enrol(token: str):
     """Invitation link: choose a password; the next step binds an authenticator app."""
     db = get_db()
@@ -156,7 +156,7 @@ def enrol(token: str):
 
 
 @bp.route("/enrol/totp", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def enrol_totp():
     db = get_db()
     enrolment = session.get("enrolment") or {}

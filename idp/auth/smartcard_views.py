@@ -261,7 +261,7 @@ def render_login_page(started: service.StartedLogin, *, error: str | None = None
 
 
 @bp.get("/login/card")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # starts the card login (a new transaction)
 def login():
     if card_trust() is None:
         return unavailable()
@@ -298,7 +298,7 @@ def finish():
 
 
 @bp.get("/login/card/status")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def status():
     """Terminal-mode progress of this browser's own transaction (JSON, polled by the page)."""
     state = service.login_state(get_db(), transaction=session_transaction(), clock=clock())
@@ -340,7 +340,7 @@ def complete():
 
 
 @bp.route("/smartcard/code/<code>", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the agent's API: unknown codes are throttled
 def code_api(code: str):
     """``smartcard.protocol``'s terminal mode, called by the agent (CSRF-exempt, JSON only)."""
     trust = card_trust()
@@ -392,7 +392,7 @@ def code_api(code: str):
 
 
 @bp.get("/login/card/tls/start")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # a redirect chain: starts the transaction
 def tls_start():
     """Send the browser to the card host, which asks for the card's certificate."""
     trust = card_trust()
@@ -403,7 +403,7 @@ def tls_start():
 
 
 @bp.get(TLS_PATH)
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the card host completes it (a redirect)
 def tls_login():
     """On the card host, behind the proxy that checked the TLS client certificate.
 
@@ -441,7 +441,7 @@ def back_to_main_host(**params: str):
 
 
 @bp.get("/login/card/tls/return")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # back from the card host: the login
 def tls_return():
     if card_trust() is None:
         return unavailable()

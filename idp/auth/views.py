@@ -83,7 +83,7 @@ def card_login_enabled() -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def login():
     form = PasswordLoginForm()
     if request.method == "GET" and pending_request().get("login_hint"):
@@ -155,7 +155,7 @@ def offered_factors(practitioner: Practitioner) -> list[str]:
 
 
 @bp.route("/login/second-factor", methods=["GET"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def second_factor():
     factors = offered_factors(first_factor_practitioner())
     if not factors:
@@ -166,7 +166,7 @@ def second_factor():
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login_totp():
     practitioner = first_factor_practitioner()
     if "totp" not in offered_factors(practitioner):
@@ -202,7 +202,7 @@ def login_totp():
 
 
 @bp.get("/login/reauthenticate")
-@policy(Policy.AUTHENTICATED)
+@policy(Policy.AUTHENTICATED, get_changes_state=False)
 def reauthenticate():
     """Sensitive changes need a login from the last minutes: the sign-in form, saying why.
 
@@ -216,7 +216,7 @@ def reauthenticate():
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def logout():
     form = EmptyForm()
     if request.method == "POST" and form.validate_on_submit():

@@ -175,7 +175,7 @@ def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Au
 
 
 @bp.route("/login/webauthn", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login():
     practitioner = first_factor_practitioner()
     if "webauthn" not in offered_factors(practitioner):
@@ -352,7 +352,7 @@ def render_add(form, *, error: str | None = None, status: int = 200):
 
 
 @bp.route("/account/webauthn/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG)
+@policy(Policy.RECENT_STRONG, get_changes_state=False)
 def add():
     practitioner = me()
     db = get_db()

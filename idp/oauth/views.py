@@ -61,7 +61,7 @@ def endpoint(path: str) -> str:
 
 
 @bp.get("/.well-known/openid-configuration")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def discovery():
     return jsonify(
         issuer=settings().issuer,
@@ -89,7 +89,7 @@ def discovery():
 
 
 @bp.get("/jwks.json")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the first fetch creates the signing keys
 def jwks():
     document = keys.public_jwks(get_db(), clock=clock())
     if not document["keys"]:
@@ -218,7 +218,7 @@ def resume_url() -> str | None:
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # keeps the pending request for the login
 def authorize():
     db = get_db()
     params = request_params()
@@ -311,7 +311,7 @@ def bearer_error(error: str, description: str, status: int = 401):
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
-@policy(Policy.BEARER)
+@policy(Policy.BEARER, get_changes_state=False)
 def userinfo():
     if "access_token" in request.values:
         return bearer_error("invalid_request", "Send the access token in the Authorization header.")

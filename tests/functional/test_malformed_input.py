@@ -7,24 +7,19 @@ from __future__ import annotations
 import functools
 import io
 import re
-import secrets
 from urllib.parse import quote, urlencode
 
 import pytest
 from argon2 import PasswordHasher
-from itsdangerous import URLSafeTimedSerializer
 from werkzeug.routing import Rule
-from werkzeug.test import EnvironBuilder
 
 from idp import crypto
-from idp.accounts import service as accounts
-from idp.db import get_db
-from tests.support.cardlogin import make_card_trust, serve_fresh_crls
-from tests.support.idp_server import build_app
-from tests.support.oidc import csrf_token, totp_now
-
-REDIRECT = "http://localhost:9999/callback"
-CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+from tests.support.inprocess import (
+    Browser,
+    app_with_every_feature,
+    login_states,
+    valid_authorization,
+)
 
 DEEP = 1_100  # nesting levels: beyond Python's recursion limit, small enough for every field
 DEEP_LIST = "[" * DEEP + "]" * DEEP
@@ -92,30 +87,12 @@ PATH_VALUES = {
 }
 
 
-def valid_authorization(**overrides) -> dict:
-    params = {
-        "client_id": "demo-rp",
-        "response_type": "code",
-        "redirect_uri": REDIRECT,
-        "scope": "openid profile",
-        "state": "s",
-        "nonce": "n",
-        "code_challenge": CHALLENGE,
-        "code_challenge_method": "S256",
-    }
-    params.update(overrides)
-    return params
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
 def app(database_url, tmp_path, clock, crl_server, card_pki):
-    """The IdP with every optional feature on (card login and its TLS mode), so that every
-    view runs its own code rather than answering "not available here"."""
-    serve_fresh_crls(crl_server, card_pki, now=clock.now())
-    application = build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
+    application = app_with_every_feature(database_url, tmp_path, clock, crl_server, card_pki)
     yield application
     application.extensions["idp.engine"].dispose()
 
@@ -126,123 +103,6 @@ def demo(app):
 
     with app.app_context():
         return seed(rp_url="http://localhost:9999")
-
-
-class Browser:
-    """Requests with a server-side session reset to a recorded state before each one.
-
-    The session is written straight to the store under a fixed id and sent as a Cookie header.
-    """
-
-    def __init__(self, app, state: dict | None) -> None:
-        self.app = app
-        self.state = state
-        self.sid = "fuzz-session-" + secrets.token_urlsafe(16)
-        raw_csrf = secrets.token_hex(20)
-        self.session = {**(state or {}), "csrf_token": raw_csrf}
-        serializer = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token")
-        self.csrf = serializer.dumps(raw_csrf)
-
-    def reset(self) -> None:
-        now = self.app.extensions["idp.clock"].now().timestamp()
-        with self.app.app_context():
-            self.app.session_interface.store.save(self.sid, self.session, now, now, 3600)
-
-    def open(self, method: str, url: str, **kwargs) -> int:
-        """The response status. Plain WSGI: the test client would re-parse every huge URL."""
-        headers = {"X-CSRFToken": self.csrf, **kwargs.pop("headers", {})}
-        if self.state is not None:
-            self.reset()
-            headers["Cookie"] = f"idp_session={self.sid}"
-        overrides = kwargs.pop("environ_overrides", {})
-        if "prepare" in kwargs:  # a first request in the same session (a challenge, say)
-            self.call(
-                EnvironBuilder(
-                    path=kwargs.pop("prepare"),
-                    method="POST",
-                    headers={**headers, "Accept": "application/json"},
-                )
-            )
-        return self.call(
-            EnvironBuilder(path=url, method=method, headers=headers, **kwargs), overrides
-        )
-
-    def call(self, builder: EnvironBuilder, overrides: dict | None = None) -> int:
-        try:
-            environ = {**builder.get_environ(), **(overrides or {})}
-        finally:
-            builder.close()
-        status = []
-        body = self.app(environ, lambda line, _headers, _exc=None: status.append(line))
-        try:
-            b"".join(body)
-        finally:
-            getattr(body, "close", lambda: None)()
-        return int(status[0].split()[0])
-
-
-def recorded_session(client) -> dict:
-    with client.session_transaction() as session:
-        return {k: v for k, v in session.items() if k != "csrf_token"}
-
-
-def login_states(app, demo, clock) -> dict[str, dict | None]:
-    """Real journeys through the test client, their server-side sessions recorded."""
-    client = app.test_client()
-    page = client.get("/login")
-    client.post(
-        "/login",
-        data={
-            "csrf_token": csrf_token(page.get_data(as_text=True)),
-            "identifier": demo["username"],
-            "password": demo["password"],
-        },
-    )
-    first_factor = recorded_session(client)
-    page = client.get("/login/totp")
-    client.post(
-        "/login/totp",
-        data={
-            "csrf_token": csrf_token(page.get_data(as_text=True)),
-            "code": totp_now(demo["totp_secret"], clock),
-        },
-    )
-    client.get("/authorize", query_string=valid_authorization(prompt="login"))
-    logged_in = recorded_session(client)
-    assert logged_in.get("auth") and logged_in.get("authz"), logged_in
-
-    with app.app_context():
-        db = get_db()
-        invited = accounts.create_practitioner(
-            db,
-            rpps="10000000108",
-            given_name="Léa",
-            family_name="Durand",
-            profession_code="21",
-            email="lea.durand@example.fr",
-            clock=clock,
-        )
-        token = accounts.create_invitation(db, practitioner=invited, clock=clock)
-        db.commit()
-    client = app.test_client()
-    page = client.get(f"/enrol/{token}")
-    password = "un mot de passe assez long"
-    client.post(
-        f"/enrol/{token}",
-        data={
-            "csrf_token": csrf_token(page.get_data(as_text=True)),
-            "password": password,
-            "confirm": password,
-        },
-    )
-    enrolling = recorded_session(client)
-    assert enrolling.get("enrolment"), enrolling
-    return {
-        "anonymous": {},  # a visitor whose session holds nothing but its CSRF token
-        "first-factor": first_factor,
-        "enrolling": enrolling,
-        "logged-in": logged_in,
-    }
 
 
 # --------------------------------------------------------------------------- requests
