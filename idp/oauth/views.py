@@ -8,12 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
-from authlib.oidc.core.errors import (
-    ConsentRequiredError,
-    LoginRequiredError,
-    RequestNotSupportedError,
-    RequestURINotSupportedError,
-)
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
     Response,
@@ -38,18 +33,17 @@ from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, T
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
 from idp.oauth.server import AuthorizationCodeGrant
+from idp.oauth.validation import (
+    RESPONSE_MODES,
+    UnmetAuthenticationRequirementsError,
+    requested_acr,
+)
 from idp.policy import Policy, current_auth, policy
 from idp.services import cipher, clock, settings
 
 bp = Blueprint("oauth", __name__)
 
 FORM_ONLY_FIELDS = {"csrf_token", "consent_decision"}
-
-
-class UnmetAuthenticationRequirementsError(OAuth2Error):
-    """OpenID Connect Core errata / EAP: the requested acr cannot be reached."""
-
-    error = "unmet_authentication_requirements"
 
 
 def server():
@@ -71,7 +65,7 @@ def discovery():
         jwks_uri=endpoint("/jwks.json"),
         scopes_supported=list(SCOPES_SUPPORTED),
         response_types_supported=["code"],
-        response_modes_supported=["query"],
+        response_modes_supported=list(RESPONSE_MODES),
         grant_types_supported=["authorization_code"],
         subject_types_supported=["public"],
         id_token_signing_alg_values_supported=sorted(keys.ALGORITHMS),
@@ -155,7 +149,7 @@ def login_reason(grant, auth: dict | None, params) -> str | None:
                 raise InvalidRequestError("Invalid 'max_age'.", redirect_uri=grant.redirect_uri)
             if clock().now().timestamp() - auth["auth_time"] > int(max_age):
                 return "login"
-    if not assurance.satisfies(auth["acr"], (data.get("acr_values") or "").split()):
+    if not assurance.satisfies(auth["acr"], requested_acr(data)):
         return "step-up"
     return None
 
@@ -201,7 +195,7 @@ def stash_and_login(grant, params) -> Response:
         "params": params,
         "fp": fingerprint(params),
         "at": clock().now().timestamp(),
-        "acr": assurance.required_level((data.get("acr_values") or "").split()),
+        "acr": assurance.required_level(requested_acr(data)),
         "login_hint": (data.get("login_hint") or "")[:254],
         "redirect_uri": grant.redirect_uri,
         "state": data.get("state"),
@@ -222,7 +216,6 @@ def resume_url() -> str | None:
 def authorize():
     db = get_db()
     params = request_params()
-    names = {k for k, _ in params}
     auth = current_auth()
     practitioner = db.get(Practitioner, auth["pid"]) if auth else None
     if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
@@ -230,10 +223,6 @@ def authorize():
         auth = practitioner = None
     try:
         grant = server().get_consent_grant(end_user=practitioner)
-        if "request" in names:
-            raise RequestNotSupportedError(redirect_uri=grant.redirect_uri)
-        if "request_uri" in names:
-            raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri)
         prompts = (grant.request.payload.data.get("prompt") or "").split()
         reason = login_reason(grant, auth, params)
         if reason is not None:
