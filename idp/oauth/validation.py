@@ -12,6 +12,7 @@ from __future__ import annotations
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
     UnsupportedResponseTypeError,
@@ -30,6 +31,8 @@ RESPONSE_MODES = ("query",)
 """What discovery advertises: the code comes back in the query, and nothing else is done."""
 MAX_CLAIMS_BYTES = 8 * 1024
 
+MISSING_CLIENT_ID = "Missing 'client_id' parameter."  # Authlib's words, kept
+UNKNOWN_CLIENT = "The client does not exist on this server."
 MISSING_REDIRECT_URI = "Missing 'redirect_uri' parameter."
 INVALID_REDIRECT_URI = "Invalid 'redirect_uri': characters outside printable ASCII."
 UNREGISTERED_REDIRECT_URI = "The 'redirect_uri' is not registered for this client."
@@ -155,18 +158,18 @@ class AuthorizationRequestRules:
 
 class ProviderAuthorizationServer(AuthorizationServer):
     def get_authorization_grant(self, request):
-        """Authlib echoes an unknown ``response_type`` into its description: answer it here."""
-        response_type = request.payload.response_type
-        if response_type in RESPONSE_TYPES:
+        """Authlib checks ``response_type`` first and echoes it into its description: here the
+        client and its redirect URI come first (an error page), then an unsupported
+        ``response_type`` is redirected, without echoing it."""
+        if request.payload.response_type in RESPONSE_TYPES:
             return super().get_authorization_grant(request)
-        redirect_uri = None
-        client = self.query_client(request.payload.client_id)
-        if client is not None:
-            try:
-                redirect_uri = check_redirect_uri(request.payload.redirect_uri, client)
-            except InvalidRequestError:
-                redirect_uri = None
+        client_id = request.payload.client_id
+        client = self.query_client(client_id)
+        if client is None:
+            raise InvalidClientError(description=UNKNOWN_CLIENT if client_id else MISSING_CLIENT_ID)
+        redirect_uri = check_redirect_uri(request.payload.redirect_uri, client)
+        response_type = request.payload.response_type or ""
         raise UnsupportedResponseTypeError(
-            response_type if is_printable_ascii(response_type or "") else "(invalid)",
+            response_type if is_printable_ascii(response_type) else "(invalid)",
             redirect_uri=redirect_uri,
         )

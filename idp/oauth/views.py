@@ -32,6 +32,7 @@ from idp.db import get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
+from idp.oauth.messages import page_message
 from idp.oauth.server import AuthorizationCodeGrant
 from idp.oauth.validation import (
     RESPONSE_MODES,
@@ -110,10 +111,11 @@ def error_page(message: str, status: int = 400):
 
 
 def oauth_error_response(error: OAuth2Error):
-    """Redirect to the client only when its redirect URI was validated; else show a page."""
+    """Redirect to the client only when its redirect URI was validated; else show a page,
+    in the practitioner's language (the English description is for the client only)."""
     if getattr(error, "redirect_uri", None):
         return with_issuer(server().handle_error_response(None, error))
-    return error_page(error.get_error_description() or error.error)
+    return error_page(page_message(error))
 
 
 def request_params() -> list[tuple[str, str]]:

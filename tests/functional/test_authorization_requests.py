@@ -8,7 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
+from markupsafe import escape
 
+from idp.oauth.messages import page_message
 from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
@@ -199,3 +201,44 @@ def test_an_essential_acr_no_level_can_meet_is_refused(live_server, demo):
     params = valid_params(live_server, demo, claims=claims, state="s")
     error = redirected_error(authorize(live_server, params), live_server)
     assert error["error"] == ["unmet_authentication_requirements"]
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+@pytest.mark.parametrize(
+    ("overrides", "english_description"),
+    [
+        ({"client_id": "nobody"}, "does not exist on this server"),
+        ({"client_id": None}, "Missing 'client_id'"),
+        ({"redirect_uri": None}, "Missing 'redirect_uri'"),
+        ({"redirect_uri": "https://evil.example/cb"}, "not registered for this client"),
+        ({"redirect_uri": REDIRECT + "\n"}, "printable ASCII"),
+        ({"redirect_uri": None, "response_type": "token"}, "is not supported"),
+    ],
+    ids=["unknown-client", "no-client", "no-redirect", "unregistered", "malformed", "token"],
+)
+def test_error_pages_speak_the_page_language_not_authlib_english(
+    live_server, demo, lang, overrides, english_description
+):
+    params = {**valid_params(live_server, demo, **overrides), "lang": lang}
+    params = {k: v for k, v in params.items() if v is not None}
+    response = authorize(live_server, params)
+    assert_error_page(response)
+    assert english_description not in response.text
+    error = oauth_error_for(live_server, params)
+    with live_server.app.test_request_context(f"/?lang={lang}"):
+        expected = str(escape(page_message(error)))
+    assert expected in response.text
+    assert f'lang="{lang}"' in response.text
+
+
+def oauth_error_for(live_server, params: dict):
+    """The error the provider raises for these parameters, to look its page message up."""
+    from authlib.oauth2 import OAuth2Error
+
+    query = urlencode(params)
+    with live_server.app.test_request_context(f"/authorize?{query}"):
+        try:
+            live_server.app.extensions["idp.oauth_server"].get_consent_grant(end_user=None)
+        except OAuth2Error as error:
+            return error
+    raise AssertionError("no error raised")
