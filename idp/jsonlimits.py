@@ -3,7 +3,8 @@
 Python's parser recurses once per nesting level: ``[[[[…]]]]`` ten thousand deep raises
 ``RecursionError`` (an HTTP 500), not ``ValueError``. Every document a browser, an agent or a
 client sends is parsed here, with a size limit checked first and a nesting limit checked
-before the parser runs, so a hostile document is refused as malformed like any other.
+before the parser runs, so a hostile document is refused as malformed like any other. A
+``\\u0000`` escape is refused too: PostgreSQL text cannot hold a NUL.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def loads(raw: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> An
         raise JSONLimitError("not text")
     if nesting_depth(text) > max_depth:
         raise JSONLimitError(f"nested deeper than {max_depth} levels")
+    if "\\u0000" in text.lower():  # no database text column can hold a NUL
+        raise JSONLimitError("contains a NUL character")
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:

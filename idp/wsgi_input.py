@@ -5,13 +5,16 @@
   percent-encoded here, as a browser would have sent them, and then read like any other input.
 - An ``<int:…>`` path parameter larger than a database id (64-bit): the lookup overflowed.
   Such a URL names nothing, so it is a 404.
+- A NUL character in a parameter or a path value: PostgreSQL text cannot hold one, so the
+  first query using it failed. No field of this service has a use for it: the request is
+  refused (400) before any view runs.
 """
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Flask
+from flask import Flask, abort, request
 from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**63 - 1
@@ -47,7 +50,19 @@ class AsciiQueryString:
 _ASCII_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
+def carries_nul() -> bool:
+    values = [value for _key, value in request.args.items(multi=True)]
+    values += [value for _key, value in request.form.items(multi=True)]
+    values += list((request.view_args or {}).values())
+    return any(isinstance(value, str) and "\x00" in value for value in values)
+
+
 def init_app(app: Flask) -> None:
     """Before the blueprints register, so every ``<int:…>`` rule uses the bounded converter."""
     app.url_map.converters["int"] = DatabaseIdConverter
     app.wsgi_app = AsciiQueryString(app.wsgi_app)
+
+    @app.before_request
+    def refuse_nul_characters():
+        if carries_nul():
+            abort(400)

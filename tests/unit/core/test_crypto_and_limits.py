@@ -76,8 +76,9 @@ def test_address_limits_are_looser_than_account_limits():
         b"x" * 2_000,
         "not json",
         '{"unterminated": "',
+        '{"transports": ["usb\\u0000"]}',
     ],
-    ids=["deep-list", "deep-object", "over-limit", "not-utf8", "too-big", "text", "cut"],
+    ids=["deep-list", "deep-object", "over-limit", "not-utf8", "too-big", "text", "cut", "nul"],
 )
 def test_json_limits_refuse_without_crashing(raw):
     with pytest.raises(jsonlimits.JSONLimitError):
