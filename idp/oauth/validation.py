@@ -84,6 +84,7 @@ def refuse_what_is_not_supported(grant, redirect_uri: str) -> None:
         raise InvalidRequestError(UNSUPPORTED_RESPONSE_MODE)
     if "openid" not in (grant.request.payload.scope or "").split():
         raise InvalidScopeError(OPENID_SCOPE_REQUIRED)
+    parsed_claims(data)  # malformed: invalid_request
     if essential_acr(data) == []:
         raise UnmetAuthenticationRequirementsError(UNMET_ACR)
 
