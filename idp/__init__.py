@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from idp import db, headers, i18n, policy
+from idp import db, headers, i18n, policy, wsgi_input
 from idp.auth import assurance
 from idp.cardtrust import CrlStoreUnavailableError
 from idp.clock import SystemClock
@@ -65,6 +65,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     i18n.init_app(app)
     headers.init_app(app)
     policy.init_app(app)
+    wsgi_input.init_app(app)
     _register_blueprints(app)
     _register_error_pages(app)
     app.context_processor(lambda: {"display_name": settings.issuer_name})

@@ -3,6 +3,13 @@
 A view is registered with ``@policy(Policy.X)``; ``enforce`` runs before every request and
 answers 404 for any endpoint without a declared policy. ``idp routes`` prints the inventory
 and a test walks the URL map to fail on any undeclared route.
+
+A route that answers GET also declares whether a GET may change state
+(``get_changes_state``): any site can make a browser send a GET (a link, an image), so a GET
+must only read, and every change is a POST with a CSRF token. The few GETs that write on
+purpose (``/authorize`` keeps the pending request, the card login starts its transaction)
+say so here; a test walks the URL map, fails on a GET route without the declaration, and
+checks that the others leave the session and every table as they were.
 """
 
 from __future__ import annotations
@@ -30,11 +37,15 @@ class Policy(StrEnum):
 
 
 STATIC_ENDPOINTS = {"static": Policy.PUBLIC}
+STATIC_GET_CHANGES_STATE = {"static": False}
 
 
-def policy(value: Policy) -> Callable:
+def policy(value: Policy, *, get_changes_state: bool | None = None) -> Callable:
+    """``get_changes_state`` is required (True or False) on every route that answers GET."""
+
     def decorate(view: Callable) -> Callable:
         view.access_policy = value
+        view.get_changes_state = get_changes_state
         return view
 
     return decorate
@@ -47,6 +58,14 @@ def endpoint_policy(app: Flask, endpoint: str | None) -> Policy | None:
         return STATIC_ENDPOINTS[endpoint]
     view = app.view_functions.get(endpoint)
     return getattr(view, "access_policy", None)
+
+
+def endpoint_get_changes_state(app: Flask, endpoint: str | None) -> bool | None:
+    """What the route declared about its GET; None when it declared nothing."""
+    if endpoint in STATIC_GET_CHANGES_STATE:
+        return STATIC_GET_CHANGES_STATE[endpoint]
+    view = app.view_functions.get(endpoint) if endpoint else None
+    return getattr(view, "get_changes_state", None)
 
 
 def route_inventory(app: Flask) -> list[tuple[str, str, str]]:

@@ -8,12 +8,12 @@ bp = Blueprint("site", __name__)
 
 
 @bp.get("/")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def index():
     return redirect(url_for("accounts.home"))
 
 
 @bp.get("/healthz")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def healthz():
     return {"status": "ok"}

@@ -29,7 +29,7 @@ def me() -> Practitioner:
 
 
 @bp.get("/account")
-@policy(Policy.AUTHENTICATED)
+@policy(Policy.AUTHENTICATED, get_changes_state=False)
 def home():
     practitioner = me()
     return render_template(
@@ -88,12 +88,15 @@ def confirm_code(device: TotpDevice, form) -> str | None:
 
 
 @bp.route("/account/totp/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG)
+@policy(Policy.RECENT_STRONG, get_changes_state=False)
 def add_totp():
+    """A GET shows the pending key, or a button: the new (unconfirmed) key is made by a POST."""
     practitioner = me()
     db = get_db()
     device = pending_device("totp_pending", practitioner.id)
     if device is None:
+        if request.method == "GET":
+            return render_template("totp_start.html", form=EmptyForm())
         device, _secret = service.start_totp_enrolment(
             db,
             practitioner=practitioner,
@@ -103,6 +106,8 @@ def add_totp():
         )
         db.commit()
         session["totp_pending"] = device.id
+    if request.method == "GET" or "code" not in request.form:  # shown, not yet confirmed
+        return render_totp_setup("totp_setup.html", device, CodeForm(formdata=None))
     form = CodeForm()
     if not form.validate_on_submit():
         return render_totp_setup("totp_setup.html", device, form)
@@ -132,7 +137,7 @@ def remove_totp(device_id: int):
 
 
 @bp.route("/enrol/<token>", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # keeps the invitation in the session
 def open_invitation(token: str):
     """The emailed link: keep the invitation server-side, and leave the token out of every
     later URL, Referer and access log line (the enrolment page is ``/enrol``)."""
@@ -150,7 +155,7 @@ def invitation_invalid(status: int):
 
 
 @bp.route("/enrol", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def enrol():
     """Invitation, step 1: choose a password; the next step binds a second factor."""
     db = get_db()
@@ -178,7 +183,7 @@ def enrol():
 
 
 @bp.route("/enrol/totp", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def enrol_totp():
     db = get_db()
     enrolment = flow.current_enrolment(db, now=clock().now())

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from flask_wtf.form import _Auto, _is_submitted
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 
-class PasswordLoginForm(FlaskForm):
+class Form(FlaskForm):
+    """An HTML form: its fields come from the urlencoded or multipart body and nowhere else.
+
+    Flask-WTF would also take a JSON body, or uploaded files, for form data: a JSON list or a
+    deeply nested document then raised (HTTP 500), and a file reached text validators.
+    """
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form, formdata):
+            if formdata is _Auto:
+                return request.form if _is_submitted() else None
+            return formdata
+
+
+class PasswordLoginForm(Form):
     identifier = StringField(
         _l("RPPS number or email"),
         validators=[DataRequired(), Length(max=254)],
@@ -26,7 +42,7 @@ class PasswordLoginForm(FlaskForm):
     )
 
 
-class CodeForm(FlaskForm):
+class CodeForm(Form):
     code = StringField(
         _l("6-digit code"),
         validators=[DataRequired(), Length(min=6, max=8)],
@@ -39,7 +55,7 @@ class CodeForm(FlaskForm):
     )
 
 
-class NewPasswordForm(FlaskForm):
+class NewPasswordForm(Form):
     password = PasswordField(
         _l("New password"),
         validators=[DataRequired(), Length(min=12, max=256)],
@@ -52,7 +68,7 @@ class NewPasswordForm(FlaskForm):
     )
 
 
-class CredentialForm(FlaskForm):
+class CredentialForm(Form):
     """The browser's WebAuthn response, filled in by static/js/webauthn.js.
 
     No length validator: the verifier refuses oversized or malformed payloads itself, and a
@@ -70,7 +86,7 @@ class NewCredentialForm(CredentialForm):
     )
 
 
-class CredentialNameForm(FlaskForm):
+class CredentialNameForm(Form):
     name = StringField(
         _l("New name"),
         validators=[DataRequired(), Length(max=64)],
@@ -78,11 +94,11 @@ class CredentialNameForm(FlaskForm):
     )
 
 
-class EmptyForm(FlaskForm):
+class EmptyForm(Form):
     """A form with nothing but its CSRF token (logout, remove, confirm buttons)."""
 
 
-class CardAnswerForm(FlaskForm):
+class CardAnswerForm(Form):
     """The workstation agent's answer, filled in by static/js/smartcard.js. No PIN field: the PIN
     goes to the agent on the loopback address only.
 

@@ -24,7 +24,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from idp import headers
+from idp import headers, jsonlimits
 from idp.accounts import smartcard_service as cards
 from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
@@ -252,7 +252,7 @@ def render_login_page(started: service.StartedLogin, *, error: str | None = None
 
 
 @bp.get("/login/card")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # starts the card login (a new transaction)
 def login():
     if card_trust() is None:
         return unavailable()
@@ -289,7 +289,7 @@ def finish():
 
 
 @bp.get("/login/card/status")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def status():
     """Terminal-mode progress of this browser's own transaction (JSON, polled by the page)."""
     state = service.login_state(get_db(), transaction=session_transaction(), clock=clock())
@@ -331,7 +331,7 @@ def complete():
 
 
 @bp.route("/smartcard/code/<code>", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the agent's API: unknown codes are throttled
 def code_api(code: str):
     """``smartcard.protocol``'s terminal mode, called by the agent (CSRF-exempt, JSON only)."""
     trust = card_trust()
@@ -356,7 +356,10 @@ def code_api(code: str):
             return api_error("unsupported_media_type", _("Send JSON."), 415)
         if (request.content_length or 0) > MAX_MESSAGE_BYTES:
             return api_error("payload_too_large", _("The request is too large."), 413)
-        body = request.get_json(silent=True)
+        try:
+            body = jsonlimits.loads(request.get_data(), max_bytes=MAX_MESSAGE_BYTES)
+        except jsonlimits.JSONLimitError:
+            body = None
         if not isinstance(body, dict) or body.get("code") != code:
             return api_error("bad_request", _("The request is malformed."), 400)
         service.submit_code_answer(
@@ -380,7 +383,7 @@ def code_api(code: str):
 
 
 @bp.get("/login/card/tls/start")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # a redirect chain: starts the transaction
 def tls_start():
     """Send the browser to the card host, which asks for the card's certificate."""
     trust = card_trust()
@@ -391,7 +394,7 @@ def tls_start():
 
 
 @bp.get(TLS_PATH)
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the card host completes it (a redirect)
 def tls_login():
     """On the card host, behind the proxy that checked the TLS client certificate.
 
@@ -429,7 +432,7 @@ def back_to_main_host(**params: str):
 
 
 @bp.get("/login/card/tls/return")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # back from the card host: the login
 def tls_return():
     if card_trust() is None:
         return unavailable()

@@ -89,7 +89,7 @@ def card_login_enabled() -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def login():
     form = PasswordLoginForm()
     if request.method == "GET" and pending_request().get("login_hint"):
@@ -160,7 +160,7 @@ def offered_factors(practitioner: Practitioner) -> list[str]:
 
 
 @bp.route("/login/second-factor", methods=["GET"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def second_factor():
     factors = offered_factors(first_factor_practitioner())
     if not factors:
@@ -171,7 +171,7 @@ def second_factor():
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login_totp():
     practitioner = first_factor_practitioner()
     if "totp" not in offered_factors(practitioner):
@@ -208,15 +208,21 @@ def login_totp():
 
 
 @bp.get("/login/reauthenticate")
-@policy(Policy.AUTHENTICATED)
+@policy(Policy.AUTHENTICATED, get_changes_state=False)
 def reauthenticate():
-    """Sensitive changes need a login from the last minutes: log in again, come back."""
-    session.pop("auth", None)
-    return redirect(url_for("auth.login"))
+    """Sensitive changes need a login from the last minutes: the sign-in form, saying why.
+
+    It changes nothing: the login is replaced only once the password (or a passkey, or the
+    card) is checked, so a link from another site cannot end a session."""
+    form = PasswordLoginForm()
+    practitioner = get_db().get(Practitioner, session["auth"]["pid"])
+    form.identifier.data = practitioner.rpps
+    context = login_context()
+    return render_template("login.html", form=form, reauthenticate=True, **context)
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def logout():
     form = EmptyForm()
     if request.method == "POST" and form.validate_on_submit():

@@ -183,7 +183,7 @@ def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Au
 
 
 @bp.route("/login/webauthn", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR)
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login():
     practitioner = first_factor_practitioner()
     if "webauthn" not in offered_factors(practitioner):
@@ -348,11 +348,13 @@ def enrol():
 
 
 def step_up_for_binding(practitioner_id: int, acr: str):
-    """NIST-10: sign in again at ``acr`` (with an existing key), then come back here."""
+    """NIST-10: sign in again at ``acr`` (with an existing key), then come back here.
+
+    Only from the step-up button (a POST): it ends the current login."""
     session["step_up"] = {"pid": practitioner_id, "acr": acr}
     session["next"] = url_for("webauthn.add")
     session.pop("auth", None)
-    return redirect(url_for("auth.login"))
+    return redirect(url_for("auth.login"), code=303)
 
 
 def render_add(form, *, error: str | None = None, status: int = 200):
@@ -360,7 +362,7 @@ def render_add(form, *, error: str | None = None, status: int = 200):
 
 
 @bp.route("/account/webauthn/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG)
+@policy(Policy.RECENT_STRONG, get_changes_state=False)
 def add():
     practitioner = me()
     db = get_db()
@@ -372,8 +374,8 @@ def add():
                 new_level=assurance.PHISHING_RESISTANT,
                 session_acr=current_auth()["acr"],
             )
-        except keys.BindingLevelError as exc:
-            return step_up_for_binding(practitioner.id, exc.required_acr)
+        except keys.BindingLevelError:
+            return render_template("webauthn_step_up.html", form=EmptyForm()), 403
     form = NewCredentialForm()
     if not form.validate_on_submit():
         return render_add(form, status=400 if request.method == "POST" else 200)
@@ -394,6 +396,23 @@ def add():
         return render_add(form, error=message, status=status)
     db.commit()
     return redirect(url_for("accounts.home"), code=303)
+
+
+@bp.post("/account/webauthn/add/step-up")
+@policy(Policy.RECENT_STRONG)
+def add_step_up():
+    """The button on the page that says a stronger login is needed to add a key."""
+    practitioner = me()
+    try:
+        keys.check_binding_level(
+            get_db(),
+            practitioner_id=practitioner.id,
+            new_level=assurance.PHISHING_RESISTANT,
+            session_acr=current_auth()["acr"],
+        )
+    except keys.BindingLevelError as exc:
+        return step_up_for_binding(practitioner.id, exc.required_acr)
+    return redirect(url_for("webauthn.add"), code=303)
 
 
 @bp.post("/account/webauthn/add/options")

@@ -49,6 +49,8 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from idp import jsonlimits
+
 __all__ = [
     "MAX_CREDENTIAL_ID_BYTES",
     "MAX_PAYLOAD_BYTES",
@@ -485,28 +487,19 @@ def _b64encode(value: bytes) -> str:
 
 def _load_credential(credential_json: str | dict) -> dict:
     """Parse and shape-check the browser JSON before any cryptography runs."""
-    if isinstance(credential_json, (str, bytes)):
-        raw = (
-            credential_json.encode("utf-8", "surrogatepass")
-            if isinstance(credential_json, str)
-            else credential_json
-        )
-        if len(raw) > MAX_PAYLOAD_BYTES:
-            raise MalformedCredentialError("credential payload is larger than 64 KiB")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedCredentialError("credential is not JSON") from exc
-    elif isinstance(credential_json, dict):
-        data = credential_json
-        try:
+    try:
+        if isinstance(credential_json, str | bytes):
+            data = jsonlimits.loads(credential_json, max_bytes=MAX_PAYLOAD_BYTES)
+        elif isinstance(credential_json, dict):
+            jsonlimits.check_depth(credential_json)
+            data = credential_json
             size = len(json.dumps(data).encode("utf-8", "surrogatepass"))
-        except (TypeError, ValueError) as exc:
-            raise MalformedCredentialError("credential is not JSON-serialisable") from exc
-        if size > MAX_PAYLOAD_BYTES:
-            raise MalformedCredentialError("credential payload is larger than 64 KiB")
-    else:
-        raise MalformedCredentialError("credential must be JSON text or an object")
+            if size > MAX_PAYLOAD_BYTES:
+                raise MalformedCredentialError("credential payload is larger than 64 KiB")
+        else:
+            raise MalformedCredentialError("credential must be JSON text or an object")
+    except (jsonlimits.JSONLimitError, TypeError, ValueError) as exc:
+        raise MalformedCredentialError(f"credential is not acceptable JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedCredentialError("credential is not a JSON object")
     if data.get("type") != "public-key":
@@ -552,9 +545,9 @@ def _check_client_data(
 ) -> None:
     """WebAuthn L3 §7.1 steps 5-9 / §7.2 steps 10-13: type, challenge, origin, top origin."""
     try:
-        client_data = json.loads(client_data_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedCredentialError("clientDataJSON is not JSON") from exc
+        client_data = jsonlimits.loads(client_data_bytes, max_bytes=MAX_PAYLOAD_BYTES)
+    except jsonlimits.JSONLimitError as exc:
+        raise MalformedCredentialError(f"clientDataJSON is not acceptable JSON: {exc}") from exc
     if not isinstance(client_data, dict):
         raise MalformedCredentialError("clientDataJSON is not an object")
     if client_data.get("type") != ceremony:

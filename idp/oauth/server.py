@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
@@ -20,6 +19,7 @@ from idp.db import get_db
 from idp.models import AuthorizationCode, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
+from idp.oauth.validation import AuthorizationRequestRules, ProviderAuthorizationServer
 from idp.services import cipher, clock, settings
 
 
@@ -81,7 +81,7 @@ class S256CodeChallenge(CodeChallenge):
         super().validate_code_verifier(grant, result)
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     AUTHORIZATION_CODE_LENGTH = 48  # ~285 bits
 
@@ -199,11 +199,11 @@ class ProviderOpenIDCode(OpenIDCode):
         return UserInfo(user_claims(user, scope))
 
 
-def create_server(app: Flask) -> AuthorizationServer:
+def create_server(app: Flask) -> ProviderAuthorizationServer:
     ttl = app.extensions["idp.settings"].access_token_ttl_seconds
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ttl})
     app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", True)
-    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server = ProviderAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), ProviderOpenIDCode()]
     )

@@ -8,12 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
-from authlib.oidc.core.errors import (
-    ConsentRequiredError,
-    LoginRequiredError,
-    RequestNotSupportedError,
-    RequestURINotSupportedError,
-)
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
     Response,
@@ -37,19 +32,19 @@ from idp.db import get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
+from idp.oauth.messages import page_message
 from idp.oauth.server import AuthorizationCodeGrant
+from idp.oauth.validation import (
+    RESPONSE_MODES,
+    UnmetAuthenticationRequirementsError,
+    requested_acr,
+)
 from idp.policy import Policy, current_auth, policy
 from idp.services import cipher, clock, settings
 
 bp = Blueprint("oauth", __name__)
 
 FORM_ONLY_FIELDS = {"csrf_token", "consent_decision"}
-
-
-class UnmetAuthenticationRequirementsError(OAuth2Error):
-    """OpenID Connect Core errata / EAP: the requested acr cannot be reached."""
-
-    error = "unmet_authentication_requirements"
 
 
 def server():
@@ -61,7 +56,7 @@ def endpoint(path: str) -> str:
 
 
 @bp.get("/.well-known/openid-configuration")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=False)
 def discovery():
     return jsonify(
         issuer=settings().issuer,
@@ -71,7 +66,7 @@ def discovery():
         jwks_uri=endpoint("/jwks.json"),
         scopes_supported=list(SCOPES_SUPPORTED),
         response_types_supported=["code"],
-        response_modes_supported=["query"],
+        response_modes_supported=list(RESPONSE_MODES),
         grant_types_supported=["authorization_code"],
         subject_types_supported=["public"],
         id_token_signing_alg_values_supported=sorted(keys.ALGORITHMS),
@@ -89,7 +84,7 @@ def discovery():
 
 
 @bp.get("/jwks.json")
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # the first fetch creates the signing keys
 def jwks():
     document = keys.public_jwks(get_db(), clock=clock())
     if not document["keys"]:
@@ -116,10 +111,11 @@ def error_page(message: str, status: int = 400):
 
 
 def oauth_error_response(error: OAuth2Error):
-    """Redirect to the client only when its redirect URI was validated; else show a page."""
+    """Redirect to the client only when its redirect URI was validated; else show a page,
+    in the practitioner's language (the English description is for the client only)."""
     if getattr(error, "redirect_uri", None):
         return with_issuer(server().handle_error_response(None, error))
-    return error_page(error.get_error_description() or error.error)
+    return error_page(page_message(error))
 
 
 def request_params() -> list[tuple[str, str]]:
@@ -155,7 +151,7 @@ def login_reason(grant, auth: dict | None, params) -> str | None:
                 raise InvalidRequestError("Invalid 'max_age'.", redirect_uri=grant.redirect_uri)
             if clock().now().timestamp() - auth["auth_time"] > int(max_age):
                 return "login"
-    if not assurance.satisfies(auth["acr"], (data.get("acr_values") or "").split()):
+    if not assurance.satisfies(auth["acr"], requested_acr(data)):
         return "step-up"
     return None
 
@@ -201,7 +197,7 @@ def stash_and_login(grant, params) -> Response:
         "params": params,
         "fp": fingerprint(params),
         "at": clock().now().timestamp(),
-        "acr": assurance.required_level((data.get("acr_values") or "").split()),
+        "acr": assurance.required_level(requested_acr(data)),
         "login_hint": (data.get("login_hint") or "")[:254],
         "redirect_uri": grant.redirect_uri,
         "state": data.get("state"),
@@ -218,11 +214,10 @@ def resume_url() -> str | None:
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
-@policy(Policy.PUBLIC)
+@policy(Policy.PUBLIC, get_changes_state=True)  # keeps the pending request for the login
 def authorize():
     db = get_db()
     params = request_params()
-    names = {k for k, _ in params}
     auth = current_auth()
     practitioner = db.get(Practitioner, auth["pid"]) if auth else None
     if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
@@ -230,10 +225,6 @@ def authorize():
         auth = practitioner = None
     try:
         grant = server().get_consent_grant(end_user=practitioner)
-        if "request" in names:
-            raise RequestNotSupportedError(redirect_uri=grant.redirect_uri)
-        if "request_uri" in names:
-            raise RequestURINotSupportedError(redirect_uri=grant.redirect_uri)
         prompts = (grant.request.payload.data.get("prompt") or "").split()
         reason = login_reason(grant, auth, params)
         if reason is not None:
@@ -272,16 +263,24 @@ def render_consent(grant, params):
     )
 
 
-@bp.get("/authorize/cancel")
+@bp.post("/authorize/cancel")
 @policy(Policy.PUBLIC)
 def cancel():
-    """The practitioner gave up (or no factor meets the level asked): tell the client."""
+    """The practitioner gave up (or no factor meets the level asked): tell the client.
+
+    A POST with the form's CSRF token: a link from another site must not end a sign-in."""
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except (CSRFError, ValidationError):
+        return error_page(
+            _("The form expired or was sent from elsewhere. Reload the page and try again.")
+        )
     pending = session.pop("authz", None)
     if not pending:
-        return redirect(url_for("auth.login"))
+        return redirect(url_for("auth.login"), code=303)
     error_cls = (
         UnmetAuthenticationRequirementsError
-        if request.args.get("reason") == "unmet"
+        if request.form.get("reason") == "unmet"
         else AccessDeniedError
     )
     error = error_cls(redirect_uri=pending["redirect_uri"], state=pending.get("state"))
@@ -307,7 +306,7 @@ def bearer_error(error: str, description: str, status: int = 401):
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
-@policy(Policy.BEARER)
+@policy(Policy.BEARER, get_changes_state=False)
 def userinfo():
     if "access_token" in request.values:
         return bearer_error("invalid_request", "Send the access token in the Authorization header.")

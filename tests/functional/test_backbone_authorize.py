@@ -178,10 +178,31 @@ def test_phishing_resistant_request_with_totp_only_account(live_server, demo, cl
     assert "/login/totp" not in result.text
     totp_page = agent.http.get(f"{live_server.url}/login/totp", allow_redirects=False)
     assert totp_page.status_code == 302
-    cancel = agent.get("/authorize/cancel?reason=unmet")
+    # Returning to the application is a button (POST with the page's CSRF token)...
+    cancel = agent.post("/authorize/cancel", {"reason": "unmet"}, result.text)
     params = query_of(cancel.headers["Location"])
     assert params["error"] == ["unmet_authentication_requirements"]
     assert params["iss"] == [live_server.url] and params["state"] == [rp.state]
+
+
+def test_a_link_cannot_end_a_pending_sign_in(live_server, demo):
+    """GET /authorize/cancel used to abort the sign-in: any site could link to it."""
+    agent = UserAgent(live_server.url)
+    rp = rp_for(live_server, demo["client_id"], demo["client_secret"])
+    page = agent.get(rp.authorization_url(acr_values="phr"))
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
+    assert 'action="/authorize/cancel"' in page.text
+    linked = agent.http.get(f"{live_server.url}/authorize/cancel", allow_redirects=False)
+    assert linked.status_code == 405
+    forged = agent.http.post(
+        f"{live_server.url}/authorize/cancel", data={"reason": "unmet"}, allow_redirects=False
+    )
+    assert forged.status_code == 400 and "Location" not in forged.headers
+    # The pending request survived both: the page's own button still returns to the client.
+    cancel = agent.post("/authorize/cancel", {}, page.text)
+    assert query_of(cancel.headers["Location"])["error"] == ["access_denied"]
 
 
 def test_substantial_session_is_stepped_up_not_accepted(live_server, demo, clock):

@@ -101,11 +101,14 @@ def test_adding_a_factor_needs_a_recent_login(live_server, demo, clock):
     stale = agent.http.get(f"{live_server.url}/account/totp/add", allow_redirects=False)
     assert stale.status_code == 302 and "reauthenticate" in stale.headers["Location"]
     relogin = agent.get("/account/totp/add")
-    assert 'name="password"' in relogin.text  # back to the login form
+    assert 'name="password"' in relogin.text  # back to the login form, the login kept so far
+    assert agent.http.get(f"{live_server.url}/account", allow_redirects=False).status_code == 200
     relogin = agent.post(
         "/login", {"identifier": demo["username"], "password": demo["password"]}, relogin.text
     )
-    setup = agent.submit_totp(totp_now(demo["totp_secret"], clock), relogin)
+    start = agent.submit_totp(totp_now(demo["totp_secret"], clock), relogin)
+    assert start.url.endswith("/account/totp/add") and "data:image/svg+xml" not in start.text
+    setup = agent.post("/account/totp/add", {}, start.text)  # the new key: a POST
     assert setup.status_code == 200 and "data:image/svg+xml" in setup.text
     secret = secret_from(setup.text)
     clock.advance(30)

@@ -22,7 +22,7 @@ from idp.models import (
 )
 from tests.support.idp_server import real_now_clock
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, query_of, totp_now
-from tests.support.webauthn_crafting import SoftAuthenticator, b64url_decode
+from tests.support.webauthn_crafting import SoftAuthenticator, b64url, b64url_decode
 
 REDIRECT = "http://localhost:9999/callback"
 
@@ -419,8 +419,21 @@ MALFORMED = [
     '{"type": "public-key", "id": "AAAA", "rawId": "AAAB", "response": {}}',
     json.dumps({"type": "public-key", "id": "A" * 2000, "rawId": "A" * 2000, "response": {}}),
     json.dumps({"type": "public-key", "padding": "x" * 100_000}),
+    "[" * 10_000 + "]" * 10_000,
+    '{"type": "public-key", "response": ' + '{"a":' * 10_000 + "1" + "}" * 10_001,
 ]
-MALFORMED_IDS = ["text", "list", "empty", "response-list", "id-mismatch", "long-id", "oversized"]
+MALFORMED_IDS = [
+    "text",
+    "list",
+    "empty",
+    "response-list",
+    "id-mismatch",
+    "long-id",
+    "oversized",
+    "deep-list",
+    "deep-object",
+]
+DEEP_CLIENT_DATA = b64url(b"[" * 10_000 + b"]" * 10_000)
 
 
 @pytest.mark.parametrize("payload", MALFORMED, ids=MALFORMED_IDS)
@@ -439,6 +452,61 @@ def test_malformed_assertions_get_a_clear_400(live_server, demo, key, payload):
 def test_malformed_registrations_get_a_clear_400_and_store_nothing(live_server, agent, payload):
     page, _options = start_registration(agent)
     result = agent.post("/account/webauthn/add", {"name": "K", "credential": payload}, page.text)
+    assert result.status_code == 400 and "Traceback" not in result.text
+    assert credentials(live_server) == []
+
+
+def test_deeply_nested_json_is_a_clear_400_at_every_webauthn_login(live_server, demo, key):
+    """Nested 10,000 deep, the credential or the clientDataJSON inside it (JSON inside the
+    JSON) is refused as malformed, not a 500 (the other entry points: MALFORMED above)."""
+    # Passkey alone.
+    anonymous = UserAgent(live_server.url)
+    page = anonymous.get("/login")
+    options = json_post(anonymous, "/login/passkey/options", page.text).json()
+    response = key.authentication_response(
+        challenge=b64url_decode(options["challenge"]), origin=live_server.url
+    )
+    response["response"]["clientDataJSON"] = DEEP_CLIENT_DATA
+    result = anonymous.post("/login/passkey", {"credential": json.dumps(response)}, page.text)
+    assert result.status_code == 400 and not is_logged_in(anonymous)
+    json_post(anonymous, "/login/passkey/options", page.text)
+    deep = "[" * 10_000 + "]" * 10_000
+    result = anonymous.post("/login/passkey", {"credential": deep}, page.text)
+    assert result.status_code == 400 and not is_logged_in(anonymous)
+    # Second factor after the password.
+    second = UserAgent(live_server.url)
+    second.login_password(demo["username"], demo["password"])
+    page = second.get("/login/webauthn")
+    options = json_post(second, "/login/webauthn/options", page.text).json()
+    response = key.authentication_response(
+        challenge=b64url_decode(options["challenge"]), origin=live_server.url
+    )
+    response["response"]["clientDataJSON"] = DEEP_CLIENT_DATA
+    result = second.post("/login/webauthn", {"credential": json.dumps(response)}, page.text)
+    assert result.status_code == 400 and not is_logged_in(second)
+
+
+def test_deeply_nested_client_data_is_a_clear_400_when_adding_a_key(live_server, agent):
+    page, options = start_registration(agent)
+    response = SoftAuthenticator().registration_response(
+        challenge=b64url_decode(options["challenge"]), origin=live_server.url
+    )
+    response["response"]["clientDataJSON"] = DEEP_CLIENT_DATA
+    data = {"name": "Deep", "credential": json.dumps(response)}
+    assert agent.post("/account/webauthn/add", data, page.text).status_code == 400
+    assert credentials(live_server) == []
+
+
+@pytest.mark.parametrize("where", ["credential", "clientDataJSON"])
+def test_deeply_nested_json_at_invitation_enrolment_is_a_clear_400(live_server, where):
+    agent, page = invited_at_second_step(live_server)
+    options = json_post(agent, "/enrol/webauthn/options", page.text).json()
+    response = SoftAuthenticator().registration_response(
+        challenge=b64url_decode(options["challenge"]), origin=live_server.url
+    )
+    response["response"]["clientDataJSON"] = DEEP_CLIENT_DATA
+    payload = json.dumps(response) if where == "clientDataJSON" else "[" * 10_000 + "]" * 10_000
+    result = agent.post("/enrol/webauthn", {"credential": payload}, page.text)
     assert result.status_code == 400 and "Traceback" not in result.text
     assert credentials(live_server) == []
 
@@ -518,6 +586,9 @@ def test_adding_a_second_key_from_a_totp_session_steps_up(live_server, demo, key
     agent = UserAgent(live_server.url)
     login_with_totp(agent, demo["username"], demo["password"], demo["totp_secret"], clock)
     page = agent.get("/account/webauthn/add")
+    assert page.status_code == 403 and 'action="/account/webauthn/add/step-up"' in page.text
+    assert is_logged_in(agent)  # a link here ends nothing: the step-up is the page's button
+    page = agent.post("/account/webauthn/add/step-up", {}, page.text)
     assert page.url.endswith("/login") and 'name="password"' in page.text
     page = agent.post(
         "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
@@ -598,7 +669,8 @@ def test_factor_changes_need_a_recent_login(live_server, demo, key, clock):
     assert credentials(live_server)[0].removed_at is None
 
 
-def test_invitation_enrolment_with_a_passkey(live_server, demo):
+def invited_at_second_step(live_server, rpps: str = "10000000025"):
+    """An invited practitioner who chose a password: the page offering the second factor."""
     from idp.accounts import service
 
     with live_server.app.app_context():
@@ -606,7 +678,7 @@ def test_invitation_enrolment_with_a_passkey(live_server, demo):
         clock = live_server.app.extensions["idp.clock"]
         practitioner = service.create_practitioner(
             db,
-            rpps="10000000025",
+            rpps=rpps,
             given_name="Ana",
             family_name="Lopez",
             profession_code="50",
@@ -620,6 +692,11 @@ def test_invitation_enrolment_with_a_passkey(live_server, demo):
     password = "Ana-long-password-1"
     page = agent.post("/enrol", {"password": password, "confirm": password}, page.text)
     assert page.url.endswith("/enrol/totp") and 'data-webauthn="register"' in page.text
+    return agent, page
+
+
+def test_invitation_enrolment_with_a_passkey(live_server, demo):
+    agent, page = invited_at_second_step(live_server)
     options = json_post(agent, "/enrol/webauthn/options", page.text)
     assert options.status_code == 200
     options = options.json()

@@ -1,5 +1,6 @@
 import pytest
 
+from idp import jsonlimits
 from idp.auth import assurance
 from idp.config import ConfigError, Settings, check_keys
 from idp.crypto import DataCipher, DecryptionError, hash_password, verify_password
@@ -57,3 +58,31 @@ def test_address_limits_are_looser_than_account_limits():
     assert limit_of("2fa.ip:::1").free == 50
     assert limit_of("login.ip:10.0.0.1").ceiling is None
     assert limit_of("login.account:42").ceiling == 100
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        '{"a":' * 10_000 + "1" + "}" * 10_000,
+        b"[" * 40 + b"]" * 40,
+        b'{"a": "\xff"}',
+        b"x" * 2_000,
+        "not json",
+        '{"unterminated": "',
+        '{"transports": ["usb\\u0000"]}',
+    ],
+    ids=["deep-list", "deep-object", "over-limit", "not-utf8", "too-big", "text", "cut", "nul"],
+)
+def test_json_limits_refuse_without_crashing(raw):
+    with pytest.raises(jsonlimits.JSONLimitError):
+        jsonlimits.loads(raw, max_bytes=1024 * 1024 if len(raw) > 2_000 else 1_000)
+
+
+def test_json_limits_ignore_brackets_inside_strings():
+    text = '{"k": "' + "[" * 100 + '", "v": [[1]]}'
+    assert jsonlimits.nesting_depth(text) == 3
+    assert jsonlimits.loads(text, max_bytes=1_000, max_depth=3)["v"] == [[1]]
+    with pytest.raises(jsonlimits.JSONLimitError):
+        jsonlimits.check_depth({"a": [[[1]]]}, max_depth=3)
+    jsonlimits.check_depth({"a": [[1]]}, max_depth=3)

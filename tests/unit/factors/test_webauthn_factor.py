@@ -283,6 +283,41 @@ def test_oversized_payload_is_refused(authenticator):
             wa.parse_credential_id(payload)
 
 
+def nested(levels: int) -> list:
+    deep: list = []
+    for _ in range(levels):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        '{"type": "public-key", "response": ' + '{"a": ' * 5_000 + "1" + "}" * 5_001,
+        {"id": "AA", "rawId": "AA", "type": "public-key", "response": {"x": nested(10_000)}},
+    ],
+    ids=["text-list", "text-object", "object"],
+)
+def test_deeply_nested_payloads_are_malformed(payload):
+    """Python's JSON parser recurses per level: 10,000 levels must be a refusal, not a crash."""
+    with pytest.raises(wa.MalformedCredentialError, match="nested deeper"):
+        wa.parse_credential_id(payload)
+
+
+def test_deeply_nested_client_data_is_malformed(authenticator):
+    challenge = secrets.token_bytes(32)
+    response = authenticator.registration_response(challenge=challenge)
+    response["response"]["clientDataJSON"] = b64url(b"[" * 10_000 + b"]" * 10_000)
+    with pytest.raises(wa.MalformedCredentialError, match="clientDataJSON"):
+        wa.finish_registration(
+            credential_json=response,
+            expected_challenge=challenge,
+            expected_rp_id=DEFAULT_RP_ID,
+            expected_origins=ORIGINS,
+        )
+
+
 def test_oversized_credential_id_is_refused():
     long_id = b64url(b"\x01" * 1024)
     payload = {"id": long_id, "rawId": long_id, "type": "public-key", "response": {}}
