@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -17,9 +15,9 @@ from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key
 from idp.ratelimit import ThrottleUnavailableError
 from idp.redaction import redact_path
+from idp.resources import resource_dir
 from idp.sessions import DatabaseStore, RedisStore, ServerSessionInterface
 
-ROOT = Path(__file__).resolve().parent.parent
 csrf = CSRFProtect()
 
 
@@ -39,7 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     check_webauthn(settings)
     app = IdPFlask(
         __name__,
-        template_folder=str(ROOT / "templates"),
+        template_folder=str(resource_dir("templates")),
         instance_path=str(settings.instance_path),
     )
     app.config.update(

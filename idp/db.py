@@ -11,7 +11,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from idp.resources import resource_dir
+
+MIGRATIONS_DIR = resource_dir("migrations")
 
 
 def normalise_url(url: str) -> str:
