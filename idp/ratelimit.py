@@ -103,7 +103,7 @@ def limit_of(counter_key: str) -> Limit:
 def delay_after(failures: int, free: int) -> int:
     if failures <= free:
         return 0
-    return min(2 ** (failures - free - 1), MAX_DELAY_SECONDS)
+    return min(2 ** min(failures - free - 1, 12), MAX_DELAY_SECONDS)  # 2**12 s is past the cap
 
 
 class ThrottleUnavailableError(Exception):
@@ -134,9 +134,7 @@ class Reservation:
         return tuple(self.failures)
 
     def count(self, limiter: str) -> int:
-        return max(
-            (n for k, n in self.failures.items() if k.split(":", 1)[0] == limiter), default=0
-        )
+        return max((n for k, n in self.failures.items() if limiter_of(k) == limiter), default=0)
 
 
 class Throttle(Protocol):
