@@ -72,11 +72,30 @@ def test_16_bytes_is_the_shortest_challenge_allowed(db, clock):
         challenges.issue(db, purpose="edge", practitioner_id=None, clock=clock, nbytes=15)
 
 
-def test_discard_only_drops_an_unused_challenge(db, clock):
+def test_discard_drops_only_that_unused_challenge(db, clock):
     used_id, _c = issue(db, clock)
-    kept_id, _c = issue(db, clock)
+    dropped_id, _c = issue(db, clock)
+    other_id, _c = issue(db, clock)
     assert consumable(db, clock, used_id)
-    challenges.discard(db, challenge_id=used_id)
-    challenges.discard(db, challenge_id=kept_id)
+    challenges.discard(db, challenge_id=used_id)  # already used: kept as a record
+    challenges.discard(db, challenge_id=dropped_id)
     db.commit()
-    assert stored_ids(db) == {used_id}
+    assert stored_ids(db) == {used_id, other_id}
+    assert consumable(db, clock, other_id)
+
+
+def test_an_id_that_is_not_text_is_refused(db, clock):
+    issue(db, clock)
+    for garbage in (12345, ["id"], b"bytes-id"):
+        with pytest.raises(challenges.ChallengeInvalidError):
+            challenges.consume(db, challenge_id=garbage, purpose="edge", clock=clock)
+
+
+def test_consume_returns_the_row_as_claimed_even_if_already_loaded(db, clock):
+    """A caller that read the row first (to check it is pending) gets it back marked used."""
+    challenge_id, challenge = issue(db, clock)
+    loaded = db.get(AuthChallenge, challenge_id)
+    assert loaded.used_at is None
+    clock.advance(5)
+    row = challenges.consume(db, challenge_id=challenge_id, purpose="edge", clock=clock)
+    assert row.challenge == challenge and row.used_at == clock.now()
