@@ -245,3 +245,50 @@ def test_two_code_challenges_are_refused(live_server, demo):
         allow_redirects=False,
     )
     assert_invalid_request(response, live_server)
+
+
+# --------------------------------------------------------------------------- what redemption gives
+
+
+def test_a_disabled_practitioners_code_is_not_redeemable(live_server, demo, clock):
+    from idp.models import PractitionerStatus
+
+    agent = logged_in(live_server, demo, clock)
+    rp = demo_rp(live_server, demo)
+    code = code_for(agent, rp)
+    with live_server.app.app_context():
+        db = get_db()
+        practitioner = db.get(Practitioner, demo_practitioner_id(live_server, demo))
+        practitioner.status = PractitionerStatus.DISABLED
+        db.commit()
+    response = redeem(live_server, code, rp.code_verifier, demo_auth(demo))
+    assert refused_as_invalid_grant(response), response.text
+    assert tokens(live_server) == []
+
+
+def test_id_token_times_come_from_the_provider_clock_and_last_600_seconds(live_server, demo, clock):
+    agent = logged_in(live_server, demo, clock)
+    rp = demo_rp(live_server, demo)
+    code = code_for(agent, rp)
+    clock.advance(45)  # the injected clock, not the machine's, dates the token
+    response = redeem(live_server, code, rp.code_verifier, demo_auth(demo))
+    assert response.status_code == 200, response.text
+    verified = rp.verify_id_token(response.json()["id_token"], demo["client_id"], clock)
+    claims, header = verified["claims"], verified["header"]
+    assert claims["iat"] == int(clock.now().timestamp())
+    assert claims["exp"] == claims["iat"] + 600
+    assert claims["aud"] == demo["client_id"] and claims["iss"] == live_server.url
+    assert header["typ"] == "JWT"
+
+
+def test_token_issue_is_audited_with_practitioner_client_and_scope(live_server, demo, clock):
+    agent = logged_in(live_server, demo, clock)
+    rp = demo_rp(live_server, demo)
+    code = code_for(agent, rp)
+    assert redeem(live_server, code, rp.code_verifier, demo_auth(demo)).status_code == 200
+    [event] = events(live_server, "oauth:token:issued")
+    assert event.practitioner_id == demo_practitioner_id(live_server, demo)
+    assert event.client_id == demo["client_id"]
+    assert set(event.details["scope"].split()) == {"openid", "profile", "email", "rpps"}
+    [token] = tokens(live_server)
+    assert set(token.scope.split()) == {"openid", "profile", "email", "rpps"}
