@@ -204,3 +204,39 @@ def test_user_handle_outside_1_to_64_bytes_is_refused(handle):
             user_display_name="Dr Martin",
             exclude_credential_ids=[],
         )
+
+
+# --------------------------------------------------------------------------- request options
+
+
+def test_authentication_options_list_the_allowed_keys_and_a_300_second_timeout():
+    ids = [b"\x01" * 16, b"\x02" * 32]
+    options_json, _challenge = wa.begin_authentication(
+        rp_id=DEFAULT_RP_ID, allow_credential_ids=ids
+    )
+    options = json.loads(options_json)
+    assert [b64url_decode(c["id"]) for c in options["allowCredentials"]] == ids
+    assert options["timeout"] == 300_000
+    assert options["rpId"] == DEFAULT_RP_ID
+
+
+def test_registration_options_have_a_300_second_timeout():
+    options_json, _challenge = registration_options(None)
+    assert json.loads(options_json)["timeout"] == 300_000
+
+
+def test_an_empty_user_handle_means_none():
+    authn = SoftAuthenticator()
+    stored = register(authn)
+    challenge = secrets.token_bytes(32)
+    response = authn.authentication_response(challenge=challenge, user_handle=None)
+    response["response"]["userHandle"] = ""
+    result = wa.finish_authentication(
+        credential_json=response,
+        expected_challenge=challenge,
+        expected_rp_id=DEFAULT_RP_ID,
+        expected_origins=ORIGINS,
+        credential_public_key=stored.public_key,
+        credential_current_sign_count=0,
+    )
+    assert result.user_handle is None
