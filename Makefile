@@ -35,7 +35,7 @@ install-mutation: $(BIN)/python
 
 mutation: install-mutation
 	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTMUT_ARGS)
-	$(BIN)/mutmut results
+	$(BIN)/python scripts/mutation_summary.py --survivors
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
