@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+MUTMUT_ARGS ?=
+MUTATION_JOBS ?= 2
 
-.PHONY: demo test install install-test system-deps lint translations clean
+.PHONY: demo test install install-test install-mutation mutation system-deps lint translations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,15 @@ demo: install
 test: system-deps install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# By hand only, never from `make test` or CI: slow (see docs/mutation-testing.md).
+# One module: make mutation MUTMUT_ARGS='"idp.challenges*"'
+install-mutation: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+
+mutation: install-mutation
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTMUT_ARGS)
+	$(BIN)/python scripts/mutation_summary.py --survivors
+
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -35,4 +46,4 @@ translations: install
 	$(BIN)/pybabel compile -d idp/translations -D messages
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache mutants
