@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import requests
 from sqlalchemy import select
 
 from idp.auth import service
@@ -14,7 +13,7 @@ from idp.factors import totp
 from idp.models import Practitioner
 from idp.services import cipher, throttle
 from idp.services import clock as app_clock
-from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
+from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
 
@@ -79,14 +78,11 @@ def test_same_code_redeemed_twice_at_once_gives_one_token(live_server, demo, clo
         code = query_of(callback.headers["Location"])["code"][0]
 
         def redeem(code=code, rp=rp):
-            return requests.post(
+            return redeem_code(
                 rp.metadata["token_endpoint"],
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": REDIRECT,
-                    "code_verifier": rp.code_verifier,
-                },
+                code,
+                redirect_uri=REDIRECT,
+                verifier=rp.code_verifier,
                 auth=(demo["client_id"], demo["client_secret"]),
             ).status_code
 

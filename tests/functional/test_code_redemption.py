@@ -9,7 +9,7 @@ from sqlalchemy import select
 from idp.db import get_db
 from idp.models import AuditEvent, Practitioner, Token
 from idp.oauth.clients import register_client
-from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
+from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
 VALID_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 appendix B, 43 chars
@@ -31,10 +31,9 @@ def code_for(agent: UserAgent, rp: RelyingParty) -> str:
 
 
 def redeem(live_server, code: str, verifier: str | None, auth: tuple[str, str]):
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
-    if verifier is not None:
-        data["code_verifier"] = verifier
-    return requests.post(f"{live_server.url}/token", data=data, auth=auth)
+    return redeem_code(
+        f"{live_server.url}/token", code, redirect_uri=REDIRECT, verifier=verifier, auth=auth
+    )
 
 
 def demo_rp(live_server, demo) -> RelyingParty:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
+from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
 
@@ -109,14 +109,11 @@ def test_code_is_single_use_and_reuse_revokes_tokens(live_server, demo, clock):
     rp, _agent, location = full_login(live_server, demo, clock)
     token = rp.exchange(location)
     code = query_of(location)["code"][0]
-    second = requests.post(
+    second = redeem_code(
         rp.metadata["token_endpoint"],
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT,
-            "code_verifier": rp.code_verifier,
-        },
+        code,
+        redirect_uri=REDIRECT,
+        verifier=rp.code_verifier,
         auth=(demo["client_id"], demo["client_secret"]),
     )
     assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
@@ -129,14 +126,11 @@ def test_code_is_single_use_and_reuse_revokes_tokens(live_server, demo, clock):
 def test_expired_code(live_server, demo, clock):
     rp, _agent, location = full_login(live_server, demo, clock)
     clock.advance(61)
-    response = requests.post(
+    response = redeem_code(
         rp.metadata["token_endpoint"],
-        data={
-            "grant_type": "authorization_code",
-            "code": query_of(location)["code"][0],
-            "redirect_uri": REDIRECT,
-            "code_verifier": rp.code_verifier,
-        },
+        query_of(location)["code"][0],
+        redirect_uri=REDIRECT,
+        verifier=rp.code_verifier,
         auth=(demo["client_id"], demo["client_secret"]),
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
@@ -144,14 +138,11 @@ def test_expired_code(live_server, demo, clock):
 
 def test_wrong_pkce_verifier(live_server, demo, clock):
     rp, _agent, location = full_login(live_server, demo, clock)
-    response = requests.post(
+    response = redeem_code(
         rp.metadata["token_endpoint"],
-        data={
-            "grant_type": "authorization_code",
-            "code": query_of(location)["code"][0],
-            "redirect_uri": REDIRECT,
-            "code_verifier": "x" * 50,
-        },
+        query_of(location)["code"][0],
+        redirect_uri=REDIRECT,
+        verifier="x" * 50,
         auth=(demo["client_id"], demo["client_secret"]),
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"

@@ -127,5 +127,15 @@ class RelyingParty:
         return {"header": header_alg.header, "claims": claims}
 
 
+def redeem_code(
+    token_endpoint: str, code: str, *, redirect_uri: str, verifier: str | None, auth
+) -> requests.Response:
+    """A raw token request for ``code`` (``verifier`` None sends no code_verifier)."""
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+    if verifier is not None:
+        data["code_verifier"] = verifier
+    return requests.post(token_endpoint, data=data, auth=auth, timeout=60)
+
+
 def query_of(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
