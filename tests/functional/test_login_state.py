@@ -16,8 +16,7 @@ from idp.models import (
     TotpDevice,
     WebAuthnCredential,
 )
-from tests.functional.test_webauthn_login import json_post
-from tests.support.oidc import UserAgent
+from tests.support.oidc import UserAgent, json_post
 from tests.support.webauthn_crafting import SoftAuthenticator, b64url_decode
 
 PASSWORD = "Attacker-long-password-1"

@@ -8,19 +8,8 @@ from __future__ import annotations
 
 import json
 
-from tests.support.oidc import UserAgent, csrf_token, totp_now
+from tests.support.oidc import UserAgent, csrf_token, json_post, totp_now
 from tests.support.webauthn_crafting import SoftAuthenticator, b64url_decode
-
-
-def json_post(agent: UserAgent, path: str, page_html: str, data: dict | None = None):
-    """What static/js/webauthn.js does: form fields, X-CSRFToken header, JSON wanted."""
-    token = csrf_token(page_html)
-    return agent.http.post(
-        agent.base + path,
-        data={"csrf_token": token, **(data or {})},
-        headers={"X-CSRFToken": token, "Accept": "application/json"},
-        allow_redirects=False,
-    )
 
 
 def raw_get(agent: UserAgent, path: str):

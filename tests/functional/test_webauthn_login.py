@@ -21,24 +21,13 @@ from idp.models import (
     WebAuthnCredential,
 )
 from tests.support.idp_server import real_now_clock
-from tests.support.oidc import RelyingParty, UserAgent, csrf_token, query_of, totp_now
+from tests.support.oidc import RelyingParty, UserAgent, csrf_token, json_post, query_of, totp_now
 from tests.support.webauthn_crafting import SoftAuthenticator, b64url, b64url_decode
 
 REDIRECT = "http://localhost:9999/callback"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def json_post(agent: UserAgent, path: str, page_html: str, data: dict | None = None):
-    """What static/js/webauthn.js does: form fields, X-CSRFToken header, JSON wanted."""
-    token = csrf_token(page_html)
-    return agent.http.post(
-        agent.base + path,
-        data={"csrf_token": token, **(data or {})},
-        headers={"X-CSRFToken": token, "Accept": "application/json"},
-        allow_redirects=False,
-    )
 
 
 def login_with_totp(agent: UserAgent, identifier: str, password: str, secret: str, clock):

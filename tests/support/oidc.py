@@ -64,6 +64,17 @@ class UserAgent:
         return self.post("/login/totp", {"code": code}, page.text)
 
 
+def json_post(agent: UserAgent, path: str, page_html: str, data: dict | None = None):
+    """What static/js/webauthn.js does: form fields, X-CSRFToken header, JSON wanted."""
+    token = csrf_token(page_html)
+    return agent.http.post(
+        agent.base + path,
+        data={"csrf_token": token, **(data or {})},
+        headers={"X-CSRFToken": token, "Accept": "application/json"},
+        allow_redirects=False,
+    )
+
+
 def totp_now(secret: str, clock) -> str:
     return pyotp.TOTP(secret).at(clock.now())
 
