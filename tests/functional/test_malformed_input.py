@@ -14,9 +14,10 @@ from argon2 import PasswordHasher
 from werkzeug.routing import Rule
 
 from idp import crypto
-from tests.support.inprocess import (
+from tests.support.inprocess import (  # every_feature_*: this module's app and demo fixtures
     Browser,
-    app_with_every_feature,
+    every_feature_app,  # noqa: F401
+    every_feature_demo,  # noqa: F401
     login_states,
     valid_authorization,
 )
@@ -80,21 +81,6 @@ PATH_VALUES = {
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def app(database_url, tmp_path, clock, crl_server, card_pki):
-    application = app_with_every_feature(database_url, tmp_path, clock, crl_server, card_pki)
-    yield application
-    application.extensions["idp.engine"].dispose()
-
-
-@pytest.fixture
-def demo(app):
-    from idp.demo import seed
-
-    with app.app_context():
-        return seed(rp_url="http://localhost:9999")
 
 
 # --------------------------------------------------------------------------- requests

@@ -13,26 +13,16 @@ from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import Base, WebSession
 from idp.policy import endpoint_get_changes_state
-from tests.support.inprocess import Browser, app_with_every_feature, login_states
+from tests.support.inprocess import (  # every_feature_*: this module's app and demo fixtures
+    Browser,
+    every_feature_app,  # noqa: F401
+    every_feature_demo,  # noqa: F401
+    login_states,
+)
 
 PLAUSIBLE = {"int": "1", "path": "css/idp.css", "default": "ABCD-EFGH"}
 KEPT_BY_THE_POLICY = {"next"}
 """Where to come back after the login page the access policy sends an anonymous GET to."""
-
-
-@pytest.fixture
-def app(database_url, tmp_path, clock, crl_server, card_pki):
-    application = app_with_every_feature(database_url, tmp_path, clock, crl_server, card_pki)
-    yield application
-    application.extensions["idp.engine"].dispose()
-
-
-@pytest.fixture
-def demo(app):
-    from idp.demo import seed
-
-    with app.app_context():
-        return seed(rp_url="http://localhost:9999")
 
 
 def get_rules(app):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import secrets
 
+import pytest
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.test import EnvironBuilder
 
 from idp.accounts import service as accounts
+from idp.db import dispose as dispose_app
 from idp.db import get_db
 from tests.support.cardlogin import make_card_trust, serve_fresh_crls
 from tests.support.idp_server import build_app
@@ -44,6 +46,22 @@ def app_with_every_feature(database_url, tmp_path, clock, crl_server, card_pki):
     answering "not available here"."""
     serve_fresh_crls(crl_server, card_pki, now=clock.now())
     return build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
+
+
+@pytest.fixture(name="app")
+def every_feature_app(database_url, tmp_path, clock, crl_server, card_pki):
+    """Imported by a test module, its ``app`` is ``app_with_every_feature``."""
+    application = app_with_every_feature(database_url, tmp_path, clock, crl_server, card_pki)
+    yield application
+    dispose_app(application)
+
+
+@pytest.fixture(name="demo")
+def every_feature_demo(app):
+    from idp.demo import seed
+
+    with app.app_context():
+        return seed(rp_url="http://localhost:9999")
 
 
 class Browser:
