@@ -9,10 +9,10 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from idp import db, headers, i18n, policy, wsgi_input
 from idp.auth import assurance
-from idp.cardtrust import CrlStoreUnavailableError
 from idp.clock import SystemClock
 from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key
+from idp.factors.smartcard.trust import CrlStoreUnavailableError
 from idp.ratelimit import ThrottleUnavailableError
 from idp.redaction import redact_path
 from idp.resources import resource_dir
@@ -73,9 +73,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from idp.accounts.views import bp as accounts_bp
-    from idp.auth import smartcard_views
     from idp.auth.views import bp as auth_bp
-    from idp.auth.webauthn_views import bp as webauthn_bp
+    from idp.factors.smartcard import views as smartcard_views
+    from idp.factors.webauthn.views import bp as webauthn_bp
     from idp.oauth.server import create_server
     from idp.oauth.views import bp as oauth_bp
     from idp.views import bp as site_bp

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from smartcard.protocol import DEFAULT_BRIDGE_PORT
 
 if TYPE_CHECKING:
-    from idp.cardtrust import CardTrust
+    from idp.factors.smartcard.trust import CardTrust
 
 MIN_KEY_LENGTH = 32
 DEV_KEYS_FILE = "dev-keys.json"
@@ -53,7 +53,7 @@ class Settings:
     webauthn_attestation_roots: tuple[bytes, ...] = ()
     """PEM roots an attestation must chain to (e.g. from FIDO MDS) to count as certified."""
     smartcard: CardTrust | None = None
-    """CPS card trust (``idp.cardtrust.load_card_trust``); None turns card login off."""
+    """CPS card trust (``idp.factors.smartcard.trust``); None turns card login off."""
     smartcard_bridge_port: int = DEFAULT_BRIDGE_PORT
     """Port of the workstation agent's bridge on 127.0.0.1, as the login page calls it."""
     smartcard_tls_url: str | None = None
@@ -174,7 +174,7 @@ def load_dev_keys(instance_path: Path) -> dict[str, str]:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    from idp.cardtrust import load_card_trust  # it reads ConfigError from here
+    from idp.factors.smartcard.trust import load_card_trust  # it reads ConfigError from here
 
     env = dict(os.environ if environ is None else environ)
     mode = env.get("IDP_ENV", "production")

@@ -100,7 +100,7 @@ def seed(*, rp_url: str | None = None) -> dict:
 def print_banner(data: dict, rp_url: str) -> None:
     import segno
 
-    from idp.factors.totp import provisioning_uri
+    from idp.factors.totp.verify import provisioning_uri
 
     uri = provisioning_uri(
         secret=data["totp_secret"], account_name=data["email"], issuer_name="IdP Santé (démo)"

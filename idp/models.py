@@ -380,7 +380,7 @@ class SmartcardLogin(Base):
 
 
 class CrlCacheEntry(Base):
-    """CRLs shared by every server process when Redis is not configured (idp.cardtrust)."""
+    """CRLs shared by every server process when Redis is not configured (card trust)."""
 
     __tablename__ = "crl_cache"
 

@@ -44,7 +44,7 @@ def throttle():
 
 def crl_store():
     """CRLs shared by every process: in Redis when configured, else in the database."""
-    from idp.cardtrust import DatabaseCrlStore, RedisCrlStore
+    from idp.factors.smartcard.trust import DatabaseCrlStore, RedisCrlStore
 
     client = current_app.extensions.get("idp.redis")
     if client is not None:

@@ -18,7 +18,7 @@ from idp.auth.service import (
 )
 from idp.clock import Clock
 from idp.crypto import DataCipher, hash_password, hash_token, new_token
-from idp.factors import totp
+from idp.factors.totp import verify as totp
 from idp.models import Invitation, Practitioner, PractitionerStatus, TotpDevice
 
 INVITATION_TTL = dt.timedelta(days=3)

@@ -9,14 +9,14 @@ from flask import Blueprint, abort, redirect, render_template, request, session,
 from flask_babel import gettext as _
 
 from idp.accounts import service
-from idp.accounts.smartcard_service import listed_cards
-from idp.accounts.webauthn_service import listed_credentials
 from idp.auth import assurance, flow
 from idp.auth.forms import CodeForm, EmptyForm, NewPasswordForm
 from idp.auth.service import Authentication, active_totp_devices
 from idp.auth.views import after_login, complete_login
 from idp.db import get_db
-from idp.factors import totp
+from idp.factors.smartcard.enrolment import listed_cards
+from idp.factors.totp import verify as totp
+from idp.factors.webauthn.enrolment import listed_credentials
 from idp.models import Practitioner, TotpDevice
 from idp.policy import Policy, current_auth, policy
 from idp.services import cipher, clock, settings

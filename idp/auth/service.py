@@ -17,7 +17,7 @@ from idp.auth.devices import Client
 from idp.auth.flow import Authentication
 from idp.clock import Clock
 from idp.crypto import DataCipher, verify_password
-from idp.factors import totp
+from idp.factors.totp import verify as totp
 from idp.models import (
     Practitioner,
     PractitionerStatus,

@@ -10,7 +10,7 @@ from idp.auth import assurance, devices, flow, service
 from idp.auth.devices import Client
 from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
 from idp.db import get_db
-from idp.factors import totp
+from idp.factors.totp import verify as totp
 from idp.models import Practitioner, PractitionerStatus
 from idp.oauth.views import resume_url
 from idp.policy import Policy, policy

@@ -1,7 +1,7 @@
 """Smoke test of the browser harness and idp/static/js/webauthn.js in real Chromium.
 
 A throwaway Flask app (state in a module dict, one CSRF token) serves the real script under a
-strict CSP and drives idp.factors.webauthn; the virtual authenticator plays the user.
+strict CSP and drives idp.factors.webauthn.verify; the virtual authenticator plays the user.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from flask import Flask, Response, abort, redirect, request, send_file
 
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import verify as wa
 from tests.support.browser import (
     add_credential,
     add_virtual_authenticator,

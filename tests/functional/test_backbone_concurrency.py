@@ -9,7 +9,7 @@ from sqlalchemy import select
 from idp.auth import service
 from idp.auth.devices import Client
 from idp.db import get_db
-from idp.factors import totp
+from idp.factors.totp import verify as totp
 from idp.models import Practitioner
 from idp.services import cipher, throttle
 from idp.services import clock as app_clock

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from idp.auth import smartcard_service
 from idp.db import dispose as dispose_app
-from idp.factors.smartcard import CardPolicy
+from idp.factors.smartcard import login as smartcard_service
+from idp.factors.smartcard.verify import CardPolicy
 from idp.models import Invitation, Practitioner, PractitionerStatus, Smartcard, SmartcardLogin
 from smartcard import errors as agent_errors
 from smartcard.protocol import CardAnswer

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from idp.cardtrust import CardTrust, ForwardingConfig
 from idp.db import get_db
-from idp.factors.smartcard import CardPolicy
+from idp.factors.smartcard.trust import CardTrust, ForwardingConfig
+from idp.factors.smartcard.verify import CardPolicy
 from idp.models import AuditEvent, PractitionerStatus
 from smartcard.bridge import BridgeConfig, make_bridge_server
 from smartcard.protocol import signing_payload

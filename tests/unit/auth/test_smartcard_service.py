@@ -1,4 +1,4 @@
-"""idp.auth.smartcard_service without a card: codes, transaction states, single-use pick-up."""
+"""idp.factors.smartcard.login without a card: codes, transaction states, single-use pick-up."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 
 from idp import challenges
 from idp.accounts import service as accounts
-from idp.auth import smartcard_service as service
 from idp.crypto import hash_token
 from idp.db import get_db
+from idp.factors.smartcard import login as service
 from idp.models import AuthChallenge, PractitionerStatus, SmartcardLogin
 from idp.ratelimit import ThrottledError
 

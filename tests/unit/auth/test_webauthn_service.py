@@ -11,11 +11,11 @@ import uuid
 import pytest
 
 from idp.accounts import service as accounts
-from idp.accounts import webauthn_service as keys
 from idp.auth import assurance
-from idp.auth import webauthn_service as login
 from idp.auth.devices import Client
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import enrolment as keys
+from idp.factors.webauthn import login as login
+from idp.factors.webauthn import verify as wa
 from idp.models import PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
 from idp.services import cipher

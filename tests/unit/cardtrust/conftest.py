@@ -8,9 +8,9 @@ import uuid
 import pytest
 from sqlalchemy import create_engine
 
-from idp.cardtrust import CardTrust, DatabaseCrlStore, RedisCrlStore
 from idp.clock import FrozenClock
-from idp.factors.smartcard import CardPolicy
+from idp.factors.smartcard.trust import CardTrust, DatabaseCrlStore, RedisCrlStore
+from idp.factors.smartcard.verify import CardPolicy
 from tests.support import pki
 from tests.support.crl import CrlServer
 from tests.support.idp_server import scratch_postgres_database

@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from idp.cardtrust import (
+from idp.factors.smartcard import verify as v
+from idp.factors.smartcard.trust import (
     CachedCrl,
     CrlCache,
     CrlFetchError,
@@ -21,7 +22,6 @@ from idp.cardtrust import (
     RedisCrlStore,
     crl_urls_of,
 )
-from idp.factors import smartcard as v
 from tests.support import pki
 from tests.unit.cardtrust.conftest import TEST_POLICY, make_trust
 
@@ -171,7 +171,7 @@ def test_fail_open_uses_the_stale_crl_with_a_warning(
     crl_server.fail(crl_url(card_pki))
     crl_server.fail(arl_url(card_pki))
     clock.advance(days=8)
-    with caplog.at_level(logging.WARNING, logger="idp.cardtrust"):
+    with caplog.at_level(logging.WARNING, logger="idp.factors.smartcard.trust"):
         crls = cache.crls_for_certificate(certificate_der=practitioner.der)
 
     assert card_pki.intermediate.name in {crl.issuer for crl in crls}
@@ -209,7 +209,7 @@ def test_no_crl_ever_fetched_fails_open_with_a_warning(
     store, crl_server, card_pki, practitioner, clock, caplog
 ):
     trust = make_trust(card_pki, policy=FAIL_OPEN)
-    with caplog.at_level(logging.WARNING, logger="idp.cardtrust"):
+    with caplog.at_level(logging.WARNING, logger="idp.factors.smartcard.trust"):
         crls = CrlCache(store=store, trust=trust, clock=clock).crls_for_certificate(
             certificate_der=practitioner.der
         )

@@ -9,7 +9,8 @@ import urllib.parse
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from idp.cardtrust import (
+from idp.factors.smartcard import verify as v
+from idp.factors.smartcard.trust import (
     ClientCertificateMissingError,
     CrlCache,
     UntrustedProxyError,
@@ -17,7 +18,6 @@ from idp.cardtrust import (
     identity_from_forwarded_certificate,
     is_trusted_proxy,
 )
-from idp.factors import smartcard as v
 from tests.support import pki
 from tests.unit.cardtrust.conftest import make_trust
 

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
-from idp.cardtrust import identity_from_forwarded_certificate
-from idp.factors.smartcard import SmartcardVerificationError
+from idp.factors.smartcard.trust import identity_from_forwarded_certificate
+from idp.factors.smartcard.verify import SmartcardVerificationError
 from tests.support import nginx as harness
 from tests.support import pki
 from tests.support.softhsm import SoftHsmUnavailableError, provision_card, softhsm_environment

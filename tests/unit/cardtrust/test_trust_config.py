@@ -8,12 +8,12 @@ import ipaddress
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from idp.cardtrust import (
+from idp.config import ConfigError
+from idp.factors.smartcard.trust import (
     CardTrustConfigError,
     load_card_trust,
     load_certificates,
 )
-from idp.config import ConfigError
 from smartcard.protocol import MECHANISM_PKCS1, SUPPORTED_MECHANISMS
 from tests.support import pki
 

@@ -3,7 +3,7 @@ import datetime as dt
 import pyotp
 import pytest
 
-from idp.factors import totp
+from idp.factors.totp import verify as totp
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 15, tzinfo=dt.UTC)
 

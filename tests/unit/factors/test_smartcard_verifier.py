@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from idp.factors import smartcard as v
+from idp.factors.smartcard import verify as v
 from smartcard.protocol import CardAnswer, signing_payload
 from tests.support import pki
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 
-from idp.factors import smartcard as v
+from idp.factors.smartcard import verify as v
 from smartcard.protocol import MAX_MESSAGE_BYTES, signing_payload
 from tests.support import pki
 

@@ -1,4 +1,4 @@
-"""idp.factors.webauthn: the embedding checks of client data, credential ids, challenge sizes.
+"""The WebAuthn verifier: the embedding checks of client data, credential ids, challenge sizes.
 
 We are never framed by another origin (WA-02): ``crossOrigin: true`` alone, or a ``topOrigin``
 alone, is enough to refuse a ceremony. The credential id the browser reports must be the one
@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import verify as wa
 from tests.support.webauthn_crafting import (
     DEFAULT_ORIGIN,
     DEFAULT_RP_ID,

@@ -1,4 +1,4 @@
-"""idp.factors.webauthn against crafted responses (STANDARDS.md §6 WA-01..06, AMR-02)."""
+"""idp.factors.webauthn.verify against crafted responses (STANDARDS.md §6 WA-01..06, AMR-02)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import secrets
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import verify as wa
 from tests.support.webauthn_crafting import (
     DEFAULT_ORIGIN,
     DEFAULT_RP_ID,

@@ -5,7 +5,7 @@ import threading
 import pytest
 import requests
 
-from idp.factors import smartcard as verifier
+from idp.factors.smartcard import verify as verifier
 from smartcard.bridge import BridgeConfig, make_bridge_server
 from smartcard.protocol import signing_payload
 

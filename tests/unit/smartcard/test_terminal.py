@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from idp.factors import smartcard as verifier
+from idp.factors.smartcard import verify as verifier
 from smartcard import errors
 from smartcard.cli import main
 from smartcard.protocol import signing_payload

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from pkcs11 import Attribute, ObjectClass
 
-from idp.factors import smartcard as verifier
+from idp.factors.smartcard import verify as verifier
 from smartcard import errors
 from smartcard.protocol import MECHANISM_PKCS1, MECHANISM_PSS, signing_payload
 from smartcard.token import (

@@ -22,10 +22,8 @@ from flask_babel import gettext as _
 
 from idp import challenges
 from idp.accounts import service as accounts
-from idp.accounts import webauthn_service as keys
 from idp.accounts.views import me
 from idp.auth import assurance, flow
-from idp.auth import webauthn_service as login_service
 from idp.auth.forms import (
     CredentialForm,
     CredentialNameForm,
@@ -51,9 +49,11 @@ from idp.auth.views import (
     restart_login_page,
     throttled_page,
 )
-from idp.auth.webauthn_service import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
 from idp.db import get_db
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import enrolment as keys
+from idp.factors.webauthn import login as login_service
+from idp.factors.webauthn import verify as wa
+from idp.factors.webauthn.login import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
 from idp.models import Practitioner
 from idp.policy import Policy, current_auth, policy
 from idp.ratelimit import ThrottledError

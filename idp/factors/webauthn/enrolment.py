@@ -18,9 +18,9 @@ from idp import audit, challenges
 from idp.accounts.service import AccountError, LastFactorError
 from idp.auth import assurance
 from idp.auth.service import highest_level, usable_factor_count
-from idp.auth.webauthn_service import REGISTER, RelyingParty, find_credential
 from idp.clock import Clock
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import verify as wa
+from idp.factors.webauthn.login import REGISTER, RelyingParty, find_credential
 from idp.models import Practitioner, WebAuthnCredential
 
 USER_HANDLE_BYTES = 32

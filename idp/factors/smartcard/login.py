@@ -31,22 +31,22 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit, challenges
-from idp.accounts import smartcard_service as cards
 from idp.auth import assurance
 from idp.auth.service import (
     AccountUnavailableError,
     Authentication,
     LoginError,
 )
-from idp.cardtrust import (
+from idp.clock import Clock
+from idp.crypto import hash_token, new_token
+from idp.factors.smartcard import enrolment as cards
+from idp.factors.smartcard.trust import (
     CardTrust,
     CrlSource,
     decode_forwarded_certificate,
     identity_from_forwarded_certificate,
 )
-from idp.clock import Clock
-from idp.crypto import hash_token, new_token
-from idp.factors.smartcard import (
+from idp.factors.smartcard.verify import (
     CardIdentity,
     SmartcardVerificationError,
     decode_submission,

@@ -1,6 +1,6 @@
 """WebAuthn login: a security key or passkey after the password, or a passkey alone.
 
-Owns what the pure verifier (idp.factors.webauthn) leaves to the caller: the single-use
+Owns what the pure verifier (idp.factors.webauthn.verify) leaves to the caller: the single-use
 challenge (idp.challenges), the credential lookup and owner checks (WA-05), the sign-count
 update and clone flag (WA-06), throttling, audit and the acr/amr of the result.
 """
@@ -27,7 +27,7 @@ from idp.auth.service import (
 )
 from idp.clock import Clock
 from idp.config import Settings
-from idp.factors import webauthn as wa
+from idp.factors.webauthn import verify as wa
 from idp.models import Practitioner, PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import Reservation, Throttle, ensure_allowed, key
 

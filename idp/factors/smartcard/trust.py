@@ -1,6 +1,6 @@
 """Operator trust for smart-card logins: CA certificates, shared CRL cache, TLS client certificates.
 
-The verifier (``idp.factors.smartcard``) is pure; this module feeds it what an operator
+The verifier (``idp.factors.smartcard.verify``) is pure; this module feeds it what an operator
 configures and what the network provides. Environment, read by ``load_card_trust`` (same style
 as ``idp.config.load_settings``):
 
@@ -73,7 +73,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from idp.clock import Clock, as_utc
 from idp.config import ConfigError
-from idp.factors.smartcard import (
+from idp.factors.smartcard.verify import (
     CardIdentity,
     CardPolicy,
     CrlMissingError,

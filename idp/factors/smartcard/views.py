@@ -1,7 +1,7 @@
 """CPS card pages: the login page (local bridge and code), the agent's terminal-mode API, the TLS
 client-certificate endpoints, and card removal from the account.
 
-Thin: ``idp.auth.smartcard_service`` decides, these views turn its typed errors into pages or
+Thin: ``idp.factors.smartcard.login`` decides, these views turn its typed errors into pages or
 JSON. The login transaction's id lives in the server-side session (``SESSION_KEY``): status,
 completion and the TLS return read it from there, never from the request.
 """
@@ -25,10 +25,8 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from idp import headers, jsonlimits
-from idp.accounts import smartcard_service as cards
 from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
-from idp.auth import smartcard_service as service
 from idp.auth.forms import CardAnswerForm, EmptyForm
 from idp.auth.service import AccountUnavailableError
 from idp.auth.views import (
@@ -39,8 +37,10 @@ from idp.auth.views import (
     login_context,
     offered_factors,
 )
-from idp.cardtrust import CardTrust, CrlCache
 from idp.db import get_db
+from idp.factors.smartcard import enrolment as cards
+from idp.factors.smartcard import login as service
+from idp.factors.smartcard.trust import CardTrust, CrlCache
 from idp.policy import Policy, policy
 from idp.ratelimit import ThrottledError
 from idp.services import clock, crl_store, settings, throttle

@@ -18,7 +18,7 @@ from idp import audit
 from idp.accounts.service import AccountError, LastFactorError
 from idp.auth.service import usable_factor_count
 from idp.clock import Clock
-from idp.factors.smartcard import CardIdentity
+from idp.factors.smartcard.verify import CardIdentity
 from idp.models import Invitation, Practitioner, PractitionerStatus, Smartcard
 
 MAX_ISSUER_LENGTH = 500
