@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from flask import Flask, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -73,19 +75,19 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from idp.accounts.views import bp as accounts_bp
+    from idp.auth.registry import Registry
     from idp.auth.views import bp as auth_bp
-    from idp.factors.smartcard import views as smartcard_views
-    from idp.factors.webauthn.views import bp as webauthn_bp
+    from idp.factors import INSTALLED
     from idp.oauth.server import create_server
     from idp.oauth.views import bp as oauth_bp
     from idp.views import bp as site_bp
 
     app.extensions["idp.oauth_server"] = create_server(app)
     csrf.exempt(oauth_bp)  # client endpoints; the consent POST checks its token itself
-    csrf.exempt(smartcard_views.code_api)  # the agent's JSON API: no browser, no cookie
-    blueprints = (site_bp, auth_bp, webauthn_bp, smartcard_views.bp, accounts_bp, oauth_bp)
-    for blueprint in blueprints:
+    for blueprint in (site_bp, auth_bp, accounts_bp, oauth_bp):
         app.register_blueprint(blueprint)
+    methods = (importlib.import_module(name).install(app, csrf) for name in INSTALLED)
+    app.extensions["idp.methods"] = Registry(m for m in methods if m is not None)
 
 
 def _register_error_pages(app: Flask) -> None:

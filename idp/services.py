@@ -50,3 +50,15 @@ def crl_store():
     if client is not None:
         return RedisCrlStore(client)
     return DatabaseCrlStore(current_app.extensions["idp.engine"])
+
+
+def methods():
+    """This deployment's authentication methods (``idp.auth.registry.Registry``)."""
+    return current_app.extensions["idp.methods"]
+
+
+def orchestrator():
+    """Runs every factor check: throttle, verify, account and level, audit, commit."""
+    from idp.auth.orchestrator import Orchestrator
+
+    return Orchestrator(methods(), throttle())

@@ -1,0 +1,9 @@
+"""Authenticator apps (TOTP): codes that change every 30 seconds."""
+
+from __future__ import annotations
+
+from idp.factors.totp.method import TotpMethod
+
+
+def install(app, csrf) -> TotpMethod:
+    return TotpMethod()

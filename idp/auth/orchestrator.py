@@ -1,0 +1,177 @@
+"""The one sequence every factor check runs: written here, once.
+
+    reserve the method's named limiters (before anything is verified)
+    -> the method verifies (single-use parts consumed atomically)
+    -> the account must be active and the level high enough
+    -> exactly one audit event: ``auth:<kind>:succeeded``, ``:failed`` or ``:refused``
+    -> commit the flow's unit of work
+    -> then reset (or keep) the limiters: the throttle writes on its own connection
+
+Like warehouse's account service: limits are checked before verifying, counted on failure,
+and the throttle error becomes a 429 in one place (``idp.auth.errors``). Methods never
+throttle, audit or commit a login themselves; views never write this sequence again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.auth import assurance
+from idp.auth.contract import (
+    AccountUnavailableError,
+    Attempt,
+    AuthMethod,
+    InsufficientLevelError,
+    LastFactorError,
+    LoginRestartError,
+    MethodError,
+    NoSuchEnrolmentError,
+    Verified,
+)
+from idp.auth.flow import Authentication
+from idp.auth.registry import Registry
+from idp.models import Practitioner, PractitionerStatus
+from idp.ratelimit import SECOND_STEP_FAILURES, Reservation, Throttle, ensure_allowed, key
+
+LOGIN_LIMITER = "2fa.login"
+
+
+def first_keys(method: AuthMethod, attempt: Attempt) -> list[str]:
+    """Reserved before verifying: the address, and once known, the person (their account, or
+    this browser's device for them), and the login in progress at a second step."""
+    keys = [key(f"{method.limiter}.ip", attempt.client.ip)]
+    if attempt.practitioner_id is not None:
+        keys += attempt.client.account_keys(method.limiter, attempt.practitioner_id)
+        if attempt.login:
+            keys.append(key(LOGIN_LIMITER, attempt.login))
+    return keys
+
+
+class Orchestrator:
+    def __init__(self, registry: Registry, throttle: Throttle) -> None:
+        self.registry = registry
+        self.throttle = throttle
+
+    def ensure_allowed(self, method: AuthMethod, attempt: Attempt) -> None:
+        """Before showing a challenge: refuse early when the limiters already would."""
+        ensure_allowed(self.throttle, first_keys(method, attempt))
+
+    def begin(self, db: Session, method: AuthMethod, attempt: Attempt) -> Mapping[str, Any]:
+        """A challenge or options: no guess, nothing counted, but refused while throttled."""
+        self.ensure_allowed(method, attempt)
+        started = method.begin(db, attempt)
+        db.commit()
+        return started
+
+    def authenticate(
+        self, db: Session, method: AuthMethod, attempt: Attempt, answer: Mapping[str, Any]
+    ) -> Authentication:
+        """Check one answer; returns the login it proves or raises MethodError/ThrottledError."""
+        reservations: list[Reservation] = [self.throttle.reserve(first_keys(method, attempt))]
+
+        def reserve_claimed(subject: int | str) -> None:
+            if attempt.practitioner_id is None:
+                reservations.append(
+                    self.throttle.reserve(attempt.client.account_keys(method.limiter, subject))
+                )
+
+        attempt.on_claim = reserve_claimed
+        try:
+            verified = method.finish(db, attempt, answer)
+            refusal = self._refusal(db, verified, attempt)
+        except MethodError as error:
+            db.rollback()
+            method.refused(db, attempt, error)
+            subject = attempt.practitioner_id or _practitioner(attempt.claimed)
+            audit.record(
+                db,
+                f"auth:{method.kind}:{error.event}",
+                practitioner_id=subject,
+                reason=error.code,
+                **error.details,
+            )
+            db.commit()
+            if not error.counts_as_failure:
+                for reservation in reservations:
+                    self.throttle.forgive(reservation)
+            elif reservations[0].count(LOGIN_LIMITER) >= SECOND_STEP_FAILURES:
+                raise LoginRestartError() from error
+            raise
+        if refusal is not None:
+            audit.record(
+                db,
+                f"auth:{method.kind}:{refusal.event}",
+                practitioner_id=verified.practitioner_id,
+                reason=refusal.code,
+                **refusal.details,
+            )
+            db.commit()
+            for reservation in reservations:
+                self.throttle.forgive(reservation)  # a genuine answer: no guess
+            raise refusal
+        audit.record(
+            db,
+            f"auth:{method.kind}:succeeded",
+            practitioner_id=verified.practitioner_id,
+            acr=verified.acr,
+            **verified.details,
+        )
+        db.commit()
+        for reservation in reservations:  # after the commit: the throttle writes on its own
+            self.throttle.succeeded(reservation)
+        return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
+
+    def remove(
+        self, db: Session, method: AuthMethod, practitioner_id: int, enrolment_id: int, *, now
+    ) -> None:
+        """Remove one enrolment; a usable one only if another usable factor remains."""
+        enrolments = method.enrolments(db, practitioner_id, now=now)
+        target = next((e for e in enrolments if e.id == enrolment_id), None)
+        if target is None:
+            raise NoSuchEnrolmentError()
+        if target.usable and self.registry.usable_count(db, practitioner_id, now=now) <= 1:
+            raise LastFactorError()
+        method.remove(db, practitioner_id, enrolment_id, now=now)
+        audit.record(
+            db,
+            "account:two_factor:method_removed",
+            practitioner_id=practitioner_id,
+            method=method.kind,
+            **{method.enrolment_field: enrolment_id},
+        )
+        db.commit()
+
+    def revoke_all(self, db: Session, practitioner_id: int, *, now, reason: str) -> int:
+        """Every factor of every method made unusable, in one audited unit of work."""
+        revoked = self.registry.revoke_all(db, practitioner_id, now=now)
+        audit.record(
+            db,
+            "account:two_factor:all_revoked",
+            practitioner_id=practitioner_id,
+            revoked=revoked,
+            reason=reason,
+        )
+        db.commit()
+        return revoked
+
+    @staticmethod
+    def _refusal(db: Session, verified: Verified, attempt: Attempt) -> MethodError | None:
+        """A genuine answer that still cannot log in: the account, or the level."""
+        owner = db.get(Practitioner, verified.practitioner_id)
+        if owner is None or owner.status != PractitionerStatus.ACTIVE:
+            status = owner.status if owner is not None else "missing"
+            return AccountUnavailableError(status, status=status)
+        required = attempt.required_acr(verified.practitioner_id)
+        if assurance.rank(verified.acr) < assurance.rank(required):
+            return InsufficientLevelError(
+                acr=verified.acr, required_acr=required, **verified.details
+            )
+        return None
+
+
+def _practitioner(subject: int | str | None) -> int | None:
+    return subject if isinstance(subject, int) else None
