@@ -88,6 +88,7 @@ def _register_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
     methods = (importlib.import_module(name).install(app, csrf) for name in INSTALLED)
     app.extensions["idp.methods"] = Registry(m for m in methods if m is not None)
+    app.jinja_env.globals["methods"] = app.extensions["idp.methods"]
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -35,8 +35,8 @@ def demo_rp_url() -> str:
 
 def seed(*, rp_url: str | None = None) -> dict:
     from idp.accounts import service
-    from idp.auth.service import active_totp_devices
     from idp.db import get_db
+    from idp.factors.totp import method as totp_method
     from idp.models import OAuthClient, Practitioner, PractitionerStatus
     from idp.oauth import clients, keys
     from idp.services import cipher, clock, settings
@@ -60,11 +60,11 @@ def seed(*, rp_url: str | None = None) -> dict:
             password=password,
         )
         practitioner.status = PractitionerStatus.ACTIVE
-    devices = active_totp_devices(db, practitioner.id)
+    devices = totp_method.active_devices(db, practitioner.id)
     if devices:
-        secret = service.pending_secret(devices[0], cipher())
+        secret = totp_method.pending_secret(devices[0], cipher())
     else:
-        device, secret = service.start_totp_enrolment(
+        device, secret = totp_method.start_totp_enrolment(
             db, practitioner=practitioner, name="Demo", clock=clock(), cipher=cipher()
         )
         device.confirmed_at = clock().now()

@@ -9,17 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.auth.service import (
-    active_totp_devices,
-    consume_totp_step,
-    totp_aad,
-    totp_secret,
-    usable_factor_count,
-)
+from idp.auth.contract import LastFactorError  # noqa: F401  (the factors still import it from here)
 from idp.clock import Clock
-from idp.crypto import DataCipher, hash_password, hash_token, new_token
-from idp.factors.totp import verify as totp
-from idp.models import Invitation, Practitioner, PractitionerStatus, TotpDevice
+from idp.crypto import hash_password, hash_token, new_token
+from idp.models import Invitation, Practitioner, PractitionerStatus
 
 INVITATION_TTL = dt.timedelta(days=3)
 MIN_PASSWORD_LENGTH = 12
@@ -50,10 +43,6 @@ class InvalidPasswordError(AccountError):
 
 class InvitationInvalidError(AccountError):
     """Unknown, used or expired invitation: one message for all three."""
-
-
-class LastFactorError(AccountError):
-    """Removing this factor would leave the account without a second factor."""
 
 
 def luhn_ok(digits: str) -> bool:
@@ -149,45 +138,6 @@ def set_password(db: Session, *, practitioner: Practitioner, password: str) -> N
     audit.record(db, "account:password:set", practitioner_id=practitioner.id)
 
 
-def start_totp_enrolment(
-    db: Session, *, practitioner: Practitioner, name: str, clock: Clock, cipher: DataCipher
-) -> tuple[TotpDevice, str]:
-    """A pending device: its seed only works once a correct code confirms it."""
-    secret = totp.generate_secret()
-    device = TotpDevice(
-        practitioner_id=practitioner.id,
-        name=(name or "Authenticator").strip()[:100],
-        secret_encrypted="",
-        created_at=clock.now(),
-    )
-    db.add(device)
-    db.flush()  # the row's id is part of the seed's associated data
-    device.secret_encrypted = cipher.encrypt(secret.encode(), aad=totp_aad(device))
-    return device, secret
-
-
-def pending_secret(device: TotpDevice, cipher: DataCipher) -> str:
-    return totp_secret(device, cipher)
-
-
-def confirm_totp_enrolment(
-    db: Session, *, device: TotpDevice, code: str, clock: Clock, cipher: DataCipher
-) -> None:
-    step = totp.verify(
-        secret=pending_secret(device, cipher), code=code, now=clock.now(), last_used_step=None
-    )
-    if not consume_totp_step(db, device=device, step=step, clock=clock):
-        raise totp.ReplayedCodeError()
-    device.confirmed_at = clock.now()
-    audit.record(
-        db,
-        "account:two_factor:method_added",
-        practitioner_id=device.practitioner_id,
-        method="totp",
-        device_id=device.id,
-    )
-
-
 def accept_invitation(db: Session, *, invitation: Invitation, clock: Clock) -> Practitioner:
     """Single use, atomically: two tabs finishing enrolment cannot both activate."""
     result = db.execute(
@@ -202,20 +152,3 @@ def accept_invitation(db: Session, *, invitation: Invitation, clock: Clock) -> P
     practitioner.status = PractitionerStatus.ACTIVE
     audit.record(db, "account:invitation:accepted", practitioner_id=practitioner.id)
     return practitioner
-
-
-def remove_totp_device(db: Session, *, practitioner: Practitioner, device_id: int, clock: Clock):
-    devices = active_totp_devices(db, practitioner.id)
-    device = next((d for d in devices if d.id == device_id), None)
-    if device is None:
-        raise AccountError("no such device")
-    if usable_factor_count(db, practitioner.id, now=clock.now()) <= 1:
-        raise LastFactorError()
-    device.removed_at = clock.now()
-    audit.record(
-        db,
-        "account:two_factor:method_removed",
-        practitioner_id=practitioner.id,
-        method="totp",
-        device_id=device.id,
-    )

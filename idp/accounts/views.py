@@ -10,16 +10,16 @@ from flask_babel import gettext as _
 
 from idp.accounts import service
 from idp.auth import assurance, flow
+from idp.auth.contract import LastFactorError, NoSuchEnrolmentError
+from idp.auth.flow import Authentication
 from idp.auth.forms import CodeForm, EmptyForm, NewPasswordForm
-from idp.auth.service import Authentication, active_totp_devices
 from idp.auth.views import after_login, complete_login
 from idp.db import get_db
-from idp.factors.smartcard.enrolment import listed_cards
+from idp.factors.totp import method as totp_method
 from idp.factors.totp import verify as totp
-from idp.factors.webauthn.enrolment import listed_credentials
 from idp.models import Practitioner, TotpDevice
 from idp.policy import Policy, current_auth, policy
-from idp.services import cipher, clock, settings
+from idp.services import cipher, clock, methods, orchestrator, settings
 
 bp = Blueprint("accounts", __name__)
 
@@ -36,9 +36,7 @@ def home():
         "account.html",
         practitioner=practitioner,
         profession=service.PROFESSIONS.get(practitioner.profession_code, ""),
-        devices=active_totp_devices(get_db(), practitioner.id),
-        credentials=listed_credentials(get_db(), practitioner_id=practitioner.id),
-        cards=listed_cards(get_db(), practitioner_id=practitioner.id),
+        enrolments=methods().enrolments(get_db(), practitioner.id, now=clock().now()),
         now=clock().now(),
         auth=current_auth(),
         last_failure=format_timestamp(current_auth().get("last_failure")),
@@ -58,7 +56,7 @@ def qr_svg(uri: str) -> str:
 
 def render_totp_setup(template: str, device: TotpDevice, form, error=None, status=200, **ctx):
     practitioner = get_db().get(Practitioner, device.practitioner_id)
-    secret = service.pending_secret(device, cipher())
+    secret = totp_method.pending_secret(device, cipher())
     uri = totp.provisioning_uri(
         secret=secret, account_name=practitioner.email, issuer_name=settings().issuer_name
     )
@@ -78,7 +76,7 @@ def pending_device(key: str, practitioner_id: int) -> TotpDevice | None:
 def confirm_code(device: TotpDevice, form) -> str | None:
     """Confirm a pending seed; returns an error message, or None once it is active."""
     try:
-        service.confirm_totp_enrolment(
+        totp_method.confirm_totp_enrolment(
             get_db(), device=device, code=form.code.data, clock=clock(), cipher=cipher()
         )
     except totp.TotpError:
@@ -97,7 +95,7 @@ def add_totp():
     if device is None:
         if request.method == "GET":
             return render_template("totp_start.html", form=EmptyForm())
-        device, _secret = service.start_totp_enrolment(
+        device, _secret = totp_method.start_totp_enrolment(
             db,
             practitioner=practitioner,
             name=_("Authenticator app"),
@@ -127,12 +125,11 @@ def remove_totp(device_id: int):
         abort(400)
     db = get_db()
     try:
-        service.remove_totp_device(db, practitioner=me(), device_id=device_id, clock=clock())
-    except service.LastFactorError:
+        orchestrator().remove(db, methods()["totp"], me().id, device_id, now=clock().now())
+    except LastFactorError:
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
-    except service.AccountError:
+    except NoSuchEnrolmentError:
         abort(404)
-    db.commit()
     return redirect(url_for("accounts.home"), code=303)
 
 
@@ -174,7 +171,7 @@ def enrol():
         status = 400 if request.method == "POST" else 200
         return render_template("enrol.html", form=form, practitioner=practitioner), status
     service.set_password(db, practitioner=practitioner, password=form.password.data)
-    device, _secret = service.start_totp_enrolment(
+    device, _secret = totp_method.start_totp_enrolment(
         db, practitioner=practitioner, name=_("Authenticator app"), clock=clock(), cipher=cipher()
     )
     db.commit()

@@ -162,6 +162,8 @@ class AuthMethod(Protocol):
     """The account page's section for this factor."""
     enrolment_field: ClassVar[str]
     """The name of an enrolment's id in audit events (``device_id``, ``credential``...)."""
+    switch_label: ClassVar[str]
+    """The "use ... instead" link to this method from another second-step page."""
     messages: ClassVar[Mapping[str, str]]
     """Translated (lazy) messages by ``MethodError.code``."""
 

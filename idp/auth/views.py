@@ -7,32 +7,17 @@ from flask_babel import gettext as _
 
 from idp import audit
 from idp.auth import assurance, devices, flow, service
+from idp.auth.contract import Attempt, MethodError
 from idp.auth.devices import Client
 from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
 from idp.db import get_db
-from idp.factors.totp import verify as totp
 from idp.models import Practitioner, PractitionerStatus
 from idp.oauth.views import resume_url
 from idp.policy import Policy, policy
 from idp.ratelimit import ThrottledError
-from idp.services import cipher, client_address, clock, settings, throttle
+from idp.services import client_address, clock, methods, orchestrator, throttle
 
 bp = Blueprint("auth", __name__)
-
-FACTOR_LEVELS = {
-    "totp": assurance.SUBSTANTIAL,
-    "webauthn": assurance.PHISHING_RESISTANT,
-    "smartcard": assurance.HIGH,
-}
-"""Base level of each second factor; an attested hardware-bound key reaches phrh."""
-FACTOR_ENDPOINTS = {
-    "totp": "auth.login_totp",
-    "webauthn": "webauthn.login",
-    "smartcard": "smartcard.login",
-}
-STANDALONE_FACTORS = ("smartcard",)
-"""Factors that are a whole login by themselves (the card and its PIN, like a passkey): they
-start from the login page; after a password they are offered, never chosen by default."""
 
 
 def client_ip() -> str:
@@ -78,14 +63,14 @@ def login_context() -> dict:
     return {
         "client_name": pending_request().get("client_name"),
         "step_up": bool(session.get("step_up")),
-        "card_login": card_login_enabled(),
+        "standalone_methods": standalone_methods(),
         "requires_high": pending_request().get("acr") == assurance.HIGH,
     }
 
 
-def card_login_enabled() -> bool:
-    """CPS card login is on once the operator configured its trust anchors."""
-    return settings().smartcard is not None
+def standalone_methods() -> list:
+    """Methods that are a whole login by themselves (the card): offered on the login page."""
+    return [method for method in methods() if method.standalone]
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -137,26 +122,22 @@ def required_acr(practitioner_id: int | None) -> str | None:
     return max(known, key=assurance.rank) if known else None
 
 
-def factor_levels(practitioner_id: int) -> dict[str, str]:
-    """The best level each owned second factor reaches."""
-    db = get_db()
-    levels = {}
-    credentials = service.usable_webauthn_credentials(db, practitioner_id)
-    if credentials:
-        levels["webauthn"] = max(map(service.webauthn_level, credentials), key=assurance.rank)
-    if service.active_totp_devices(db, practitioner_id):
-        levels["totp"] = FACTOR_LEVELS["totp"]
-    if card_login_enabled() and service.usable_smartcards(db, practitioner_id, now=clock().now()):
-        levels["smartcard"] = FACTOR_LEVELS["smartcard"]
-    return levels
+def second_step_attempt(practitioner: Practitioner) -> Attempt:
+    """An answer after this practitioner's password, in the login in progress."""
+    return Attempt(
+        client=current_client(),
+        now=clock().now(),
+        practitioner_id=practitioner.id,
+        login=flow.first_factor()["login"],
+        required_acr=required_acr,
+    )
 
 
 def offered_factors(practitioner: Practitioner) -> list[str]:
-    """Factors the practitioner has that reach the required level, strongest first."""
-    required = assurance.rank(required_acr(practitioner.id))
-    owned = factor_levels(practitioner.id)
-    ranked = sorted(owned, key=lambda f: assurance.rank(owned[f]), reverse=True)
-    return [f for f in ranked if assurance.rank(owned[f]) >= required]
+    """Methods the practitioner has that reach the required level, strongest first."""
+    return methods().offered(
+        get_db(), practitioner.id, required_acr=required_acr(practitioner.id), now=clock().now()
+    )
 
 
 @bp.route("/login/second-factor", methods=["GET"])
@@ -164,10 +145,12 @@ def offered_factors(practitioner: Practitioner) -> list[str]:
 def second_factor():
     factors = offered_factors(first_factor_practitioner())
     if not factors:
-        context = {"has_request": bool(pending_request()), "card_login": card_login_enabled()}
+        context = {
+            "has_request": bool(pending_request()),
+            "standalone_methods": standalone_methods(),
+        }
         return render_template("no_factor.html", **context), 403
-    chosen = next((f for f in factors if f not in STANDALONE_FACTORS), factors[0])
-    return redirect(url_for(FACTOR_ENDPOINTS[chosen]))
+    return redirect(url_for(methods()[methods().default_choice(factors)].login_endpoint))
 
 
 @bp.route("/login/totp", methods=["GET", "POST"])
@@ -182,15 +165,8 @@ def login_totp():
         status = 400 if request.method == "POST" else 200
         return render_template("login_totp.html", form=form, **context), status
     try:
-        authentication = service.check_totp(
-            get_db(),
-            practitioner=practitioner,
-            code=form.code.data,
-            login=flow.first_factor()["login"],
-            client=current_client(),
-            throttle=throttle(),
-            clock=clock(),
-            cipher=cipher(),
+        authentication = orchestrator().authenticate(
+            get_db(), methods()["totp"], second_step_attempt(practitioner), {"code": form.code.data}
         )
     except ThrottledError as exc:
         if exc.blocks("2fa.login"):
@@ -198,9 +174,9 @@ def login_totp():
         return throttled_page("login_totp.html", form, exc.retry_after, **context)
     except service.LoginRestartError:
         return restart_login_page()
-    except totp.TotpError:
+    except MethodError as exc:
         # One answer for every wrong code: wrong, already used, or valid only at another time.
-        error = _("Incorrect code. Wait for the next code in your app and try again.")
+        error = methods().message(exc.code)
         form.code.data = ""
         return render_template("login_totp.html", form=form, error=error, **context), 401
     complete_login(authentication)

@@ -6,13 +6,13 @@ import threading
 
 from sqlalchemy import select
 
-from idp.auth import service
+from idp.auth.contract import Attempt
 from idp.auth.devices import Client
 from idp.db import get_db
-from idp.factors.totp import verify as totp
+from idp.factors.totp.method import InvalidCodeError
 from idp.models import Practitioner
-from idp.services import cipher, throttle
 from idp.services import clock as app_clock
+from idp.services import methods, orchestrator
 from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
@@ -44,18 +44,15 @@ def test_same_totp_code_twice_at_once_succeeds_exactly_once(live_server, demo, c
                 select(Practitioner).where(Practitioner.rpps == demo["username"])
             ).scalar_one()
             try:
-                service.check_totp(
-                    db,
-                    practitioner=practitioner,
-                    code=code,
-                    login=login,
+                attempt = Attempt(
                     client=Client(ip="10.1.1.1"),
-                    throttle=throttle(),
-                    clock=app_clock(),
-                    cipher=cipher(),
+                    now=app_clock().now(),
+                    practitioner_id=practitioner.id,
+                    login=login,
                 )
+                orchestrator().authenticate(db, methods()["totp"], attempt, {"code": code})
                 return "ok"
-            except totp.InvalidCodeError:  # the same answer as any wrong code
+            except InvalidCodeError:  # the same answer as any wrong code
                 return "replay"
 
     for _round in range(5):

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from idp.clock import FrozenClock
 from idp.db import get_db
+from idp.factors.totp import method as totp_method
 from idp.models import (
     AuditEvent,
     Practitioner,
@@ -134,7 +135,7 @@ def make_practitioner(live_server, *, rpps: str, email: str, password: str) -> s
             password=password,
         )
         practitioner.status = PractitionerStatus.ACTIVE
-        device, secret = service.start_totp_enrolment(
+        device, secret = totp_method.start_totp_enrolment(
             db, practitioner=practitioner, name="Phone", clock=clock, cipher=cipher()
         )
         device.confirmed_at = clock.now()

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from idp.db import get_db
 from idp.factors.smartcard.trust import CardTrust, ForwardingConfig
 from idp.factors.smartcard.verify import CardPolicy
+from idp.factors.totp import method as totp_method
 from idp.models import AuditEvent, PractitionerStatus
 from smartcard.bridge import BridgeConfig, make_bridge_server
 from smartcard.protocol import signing_payload
@@ -84,7 +85,7 @@ def add_practitioner(
         practitioner.status = status
         secret = None
         if with_totp:
-            device, secret = service.start_totp_enrolment(
+            device, secret = totp_method.start_totp_enrolment(
                 db, practitioner=practitioner, name="Phone", clock=clock, cipher=cipher()
             )
             device.confirmed_at = clock.now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,9 @@ class SmartcardMethod:
     login_endpoint: ClassVar[str] = "smartcard.login"
     account_template: ClassVar[str] = "factors/smartcard_account.html"
     enrolment_field: ClassVar[str] = "card"
+    switch_label: ClassVar[str] = _l("Use my CPS card instead")
+    login_label: ClassVar[str] = _l("Sign in with my CPS card")
+    login_option_template: ClassVar[str] = "factors/smartcard_login_option.html"
     messages: ClassVar[dict] = {}
 
     def __init__(self, trust) -> None:

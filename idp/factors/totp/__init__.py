@@ -6,4 +6,4 @@ from idp.factors.totp.method import TotpMethod
 
 
 def install(app, csrf) -> TotpMethod:
-    return TotpMethod()
+    return TotpMethod(app.extensions["idp.cipher"])

@@ -6,12 +6,89 @@ import datetime as dt
 from typing import ClassVar
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from idp import audit
 from idp.auth import assurance
-from idp.auth.contract import Enrolment, NoSuchEnrolmentError
-from idp.models import TotpDevice
+from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
+from idp.clock import Clock
+from idp.crypto import DataCipher
+from idp.factors.totp import verify as totp
+from idp.models import Practitioner, TotpDevice
+
+AMR = ("pwd", "otp", "mfa")
+
+
+class InvalidCodeError(MethodError):
+    """Wrong, already used, or valid only at another time: one answer for all (no oracle)."""
+
+    code = "invalid_code"
+
+
+def totp_aad(device: TotpDevice) -> str:
+    """Binds a ciphertext to its row: a seed copied to another row or practitioner won't
+    decrypt. The row must have its id (flushed) before its seed is encrypted."""
+    if device.id is None:
+        raise ValueError("flush the device before encrypting its seed")
+    return f"totp:{device.id}:{device.practitioner_id}"
+
+
+def totp_secret(device: TotpDevice, cipher: DataCipher) -> str:
+    return cipher.decrypt(device.secret_encrypted, aad=totp_aad(device)).decode()
+
+
+def consume_totp_step(db: Session, *, device: TotpDevice, step: int, now: dt.datetime) -> bool:
+    """Atomically claim a time step: of two concurrent requests only one updates the row."""
+    result = db.execute(
+        update(TotpDevice)
+        .where(
+            TotpDevice.id == device.id,
+            or_(TotpDevice.last_used_step.is_(None), TotpDevice.last_used_step < step),
+        )
+        .values(last_used_step=step, last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def start_totp_enrolment(
+    db: Session, *, practitioner: Practitioner, name: str, clock: Clock, cipher: DataCipher
+) -> tuple[TotpDevice, str]:
+    """A pending device: its seed only works once a correct code confirms it."""
+    secret = totp.generate_secret()
+    device = TotpDevice(
+        practitioner_id=practitioner.id,
+        name=(name or "Authenticator").strip()[:100],
+        secret_encrypted="",
+        created_at=clock.now(),
+    )
+    db.add(device)
+    db.flush()  # the row's id is part of the seed's associated data
+    device.secret_encrypted = cipher.encrypt(secret.encode(), aad=totp_aad(device))
+    return device, secret
+
+
+def pending_secret(device: TotpDevice, cipher: DataCipher) -> str:
+    return totp_secret(device, cipher)
+
+
+def confirm_totp_enrolment(
+    db: Session, *, device: TotpDevice, code: str, clock: Clock, cipher: DataCipher
+) -> None:
+    step = totp.verify(
+        secret=pending_secret(device, cipher), code=code, now=clock.now(), last_used_step=None
+    )
+    if not consume_totp_step(db, device=device, step=step, now=clock.now()):
+        raise totp.ReplayedCodeError()
+    device.confirmed_at = clock.now()
+    audit.record(
+        db,
+        "account:two_factor:method_added",
+        practitioner_id=device.practitioner_id,
+        method="totp",
+        device_id=device.id,
+    )
 
 
 def active_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
@@ -36,9 +113,39 @@ class TotpMethod:
     login_endpoint: ClassVar[str] = "auth.login_totp"
     account_template: ClassVar[str] = "factors/totp_account.html"
     enrolment_field: ClassVar[str] = "device_id"
+    switch_label: ClassVar[str] = _l("Use a code from my authenticator app instead")
     messages: ClassVar[dict] = {
         "invalid_code": _l("Incorrect code. Wait for the next code in your app and try again."),
     }
+
+    def __init__(self, cipher: DataCipher) -> None:
+        self.cipher = cipher
+
+    def finish(self, db: Session, attempt: Attempt, answer) -> Verified:
+        """The code against each of the practitioner's apps; its time step is used once."""
+        for device in active_devices(db, attempt.practitioner_id):
+            try:
+                step = totp.verify(
+                    secret=totp_secret(device, self.cipher),
+                    code=answer.get("code") or "",
+                    now=attempt.now,
+                    last_used_step=device.last_used_step,
+                )
+            except totp.TotpError:
+                continue
+            if consume_totp_step(db, device=device, step=step, now=attempt.now):
+                return Verified(
+                    attempt.practitioner_id,
+                    acr=assurance.SUBSTANTIAL,
+                    amr=AMR,
+                    enrolment_id=device.id,
+                    details={"device_id": device.id},
+                )
+            db.rollback()
+        raise InvalidCodeError()
+
+    def refused(self, db: Session, attempt: Attempt, error: MethodError) -> None:
+        pass
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
         return [

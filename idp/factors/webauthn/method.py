@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ class WebAuthnMethod:
     login_endpoint: ClassVar[str] = "webauthn.login"
     account_template: ClassVar[str] = "factors/webauthn_account.html"
     enrolment_field: ClassVar[str] = "credential"
+    switch_label: ClassVar[str] = _l("Use a security key or passkey instead")
     messages: ClassVar[dict] = {}
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:

@@ -6,6 +6,7 @@ import pytest
 
 from idp.accounts import service as accounts
 from idp.crypto import DataCipher, DecryptionError
+from idp.factors.totp import method as totp_method
 from idp.models import TotpDevice
 
 CIPHER = DataCipher("d" * 40)
@@ -25,19 +26,19 @@ def practitioner(db, clock, n):
 
 def test_a_seed_copied_to_another_row_does_not_decrypt(db, clock):
     owner = practitioner(db, clock, 1)
-    first, secret = accounts.start_totp_enrolment(
+    first, secret = totp_method.start_totp_enrolment(
         db, practitioner=owner, name="App", clock=clock, cipher=CIPHER
     )
-    second, _ = accounts.start_totp_enrolment(
+    second, _ = totp_method.start_totp_enrolment(
         db, practitioner=owner, name="App 2", clock=clock, cipher=CIPHER
     )
-    assert accounts.pending_secret(first, CIPHER) == secret
+    assert totp_method.pending_secret(first, CIPHER) == secret
     second.secret_encrypted = first.secret_encrypted  # same practitioner, another row
     with pytest.raises(DecryptionError):
-        accounts.pending_secret(second, CIPHER)
+        totp_method.pending_secret(second, CIPHER)
     other = practitioner(db, clock, 2)
     moved = TotpDevice(
         id=first.id, practitioner_id=other.id, name="x", secret_encrypted=first.secret_encrypted
     )
     with pytest.raises(DecryptionError):  # the same row id under another practitioner
-        accounts.pending_secret(moved, CIPHER)
+        totp_method.pending_secret(moved, CIPHER)

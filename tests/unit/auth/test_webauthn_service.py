@@ -13,6 +13,7 @@ import pytest
 from idp.accounts import service as accounts
 from idp.auth import assurance
 from idp.auth.devices import Client
+from idp.factors.totp import method as totp_method
 from idp.factors.webauthn import enrolment as keys
 from idp.factors.webauthn import login as login
 from idp.factors.webauthn import verify as wa
@@ -210,7 +211,7 @@ def test_binding_needs_the_accounts_level_capped_by_the_new_keys(db, practitione
     rp = relying_party()
     new_key = assurance.PHISHING_RESISTANT
     assert keys.binding_requirement(db, practitioner_id=practitioner.id, new_level=new_key) is None
-    device, _secret = accounts.start_totp_enrolment(
+    device, _secret = totp_method.start_totp_enrolment(
         db, practitioner=practitioner, name="App", clock=clock, cipher=cipher()
     )
     device.confirmed_at = clock.now()
