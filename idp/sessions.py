@@ -3,12 +3,20 @@
 The cookie carries only a random id; the store keeps its SHA-256. Idle and absolute
 timeouts are enforced on every request, and ``rotate`` issues a new id at each login step so
 a session id planted before login is worthless afterwards.
+
+A browser sends overlapping requests with the same cookie (the login page's background
+``POST /login/passkey/options`` while a new ``GET /authorize`` arrives, say). A request
+therefore writes back only what it changed: the top-level keys it set or modified and the keys
+it removed, compared with what it loaded, merged onto what is stored *now*, atomically against
+the other requests' writes. Two requests that each set a different key both keep it; for one
+key, the last write wins. Only a new session and a rotation write the whole session.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
@@ -19,6 +27,47 @@ from idp.clock import as_utc
 from idp.crypto import hash_token, new_token
 from idp.models import WebSession
 
+# Each failed attempt means that another request's write to the same session went through in
+# between: a browser's handful of overlapping requests never comes near this.
+MERGE_ATTEMPTS = 50
+
+
+class SessionWriteConflictError(RuntimeError):
+    """The session kept changing under this request's write: nothing was written."""
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def snapshot(data: dict) -> dict[str, str]:
+    """Each top-level key's value as canonical JSON: a later nested change shows against it."""
+    return {key: _canonical(value) for key, value in data.items()}
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one request did to its session: top-level keys set (or changed) and removed."""
+
+    changed: dict = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+
+    @classmethod
+    def between(cls, loaded: dict[str, str], data: dict) -> Changes:
+        """From the ``snapshot`` taken when the session was loaded to its ``data`` now."""
+        changed = {
+            key: value for key, value in data.items() if loaded.get(key) != _canonical(value)
+        }
+        return cls(changed, frozenset(loaded.keys() - data.keys()))
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.removed)
+
+    def apply(self, stored: dict) -> dict:
+        merged = {key: value for key, value in stored.items() if key not in self.removed}
+        merged.update(self.changed)
+        return merged
+
 
 class ServerSession(CallbackDict, SessionMixin):
     def __init__(self, initial=None, sid: str | None = None, created_at: float | None = None):
@@ -28,6 +77,7 @@ class ServerSession(CallbackDict, SessionMixin):
         super().__init__(initial or {}, on_update)
         self.sid = sid
         self.created_at = created_at
+        self.loaded = snapshot(self)  # what the store held for this id when the request began
         self.modified = False
         self.rotate_requested = False
         self.destroy_requested = False
@@ -41,14 +91,39 @@ class ServerSession(CallbackDict, SessionMixin):
         self.clear()
         self.destroy_requested = True
 
+    def changes(self) -> Changes:
+        return Changes.between(self.loaded, self)
+
 
 def cookie_name(app: Flask) -> str:
     return "__Host-idp_session" if app.extensions["idp.settings"].is_https else "idp_session"
 
 
+def _practitioner_id(data: dict):
+    return (data.get("auth") or {}).get("pid")
+
+
 class DatabaseStore:
     """Sessions in ``web_sessions``, written on their own connection: the store never commits
-    (or rolls back) the request's unit of work."""
+    (or rolls back) the request's unit of work.
+
+    ``merge`` is an optimistic compare-and-swap on the stored JSON text, with no schema change
+    and no lock held while the request's changes are applied: read the row (its own short
+    transaction), merge, then ``UPDATE … WHERE id_hash = :h AND data = :text_read`` in a new
+    transaction; no row updated means another request wrote in between, so read again and
+    retry. The condition is checked against the latest committed row on both databases:
+
+    - PostgreSQL (READ COMMITTED, the engine's default): an UPDATE that finds the row locked by
+      a concurrent writer waits for it, then re-evaluates its WHERE clause on the new version of
+      the row, so of two writers that read the same text only the first matches.
+    - SQLite: writers are serialised by the database write lock, and a transaction whose first
+      statement is the write sees the latest commit (WAL mode waits on ``busy_timeout`` rather
+      than writing from a stale snapshot); the read is kept out of the writing transaction for
+      that reason.
+
+    A deleted row (logout, a rotation by a concurrent request) matches nothing and is never
+    written again. A request that changed nothing only moves ``last_seen_at``.
+    """
 
     def __init__(self, app: Flask) -> None:
         self._app = app
@@ -72,11 +147,11 @@ class DatabaseStore:
         )
 
     def save(self, sid: str, data: dict, created_at: float, now: float, ttl: int, *, new: bool):
-        """Write a new session, or update one that still exists: a session deleted meanwhile
-        (logged out, or rotated by a concurrent request) is never brought back."""
+        """Write a whole session: a new one, or one that still exists (a session deleted
+        meanwhile, logged out or rotated by a concurrent request, is never brought back)."""
         values = {
             "data": json.dumps(data),
-            "practitioner_id": (data.get("auth") or {}).get("pid"),
+            "practitioner_id": _practitioner_id(data),
             "last_seen_at": dt.datetime.fromtimestamp(now, dt.UTC),
         }
         with self._engine().begin() as conn:
@@ -94,12 +169,62 @@ class DatabaseStore:
             ).rowcount
         return updated == 1
 
+    def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
+        """Apply ``changes`` to the session as stored now (see the class). True while the
+        session exists afterwards; False if it was gone, or left empty and so deleted."""
+        id_hash = hash_token(sid)
+        seen = dt.datetime.fromtimestamp(now, dt.UTC)
+        if not changes:  # the sliding idle timeout only: the data stays as it is
+            with self._engine().begin() as conn:
+                touched = conn.execute(
+                    update(WebSession)
+                    .where(WebSession.id_hash == id_hash)
+                    .values(last_seen_at=seen)
+                ).rowcount
+            return touched == 1
+        for _ in range(MERGE_ATTEMPTS):
+            with self._engine().connect() as conn:
+                stored = conn.execute(
+                    select(WebSession.data).where(WebSession.id_hash == id_hash)
+                ).scalar_one_or_none()
+            if stored is None:
+                return False
+            merged = changes.apply(json.loads(stored))
+            unchanged_since_read = (WebSession.id_hash == id_hash) & (WebSession.data == stored)
+            with self._engine().begin() as conn:
+                if merged:
+                    written = conn.execute(
+                        update(WebSession)
+                        .where(unchanged_since_read)
+                        .values(
+                            data=json.dumps(merged),
+                            practitioner_id=_practitioner_id(merged),
+                            last_seen_at=seen,
+                        )
+                    ).rowcount
+                else:
+                    written = conn.execute(delete(WebSession).where(unchanged_since_read)).rowcount
+            if written == 1:
+                return bool(merged)
+        raise SessionWriteConflictError("the session changed under every attempt to write it")
+
     def delete(self, sid: str) -> None:
         with self._engine().begin() as conn:
             conn.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
 
 
 class RedisStore:
+    """One JSON record per session, ``{"data", "created_at", "last_seen_at"}``, expiring after
+    the absolute timeout.
+
+    ``merge`` is an optimistic transaction: WATCH the key, GET it, apply the request's changes,
+    then MULTI/SET/EXEC, which Redis refuses if any client wrote (or deleted) the key after the
+    WATCH; then read again and retry. The merge runs in Python rather than in a Lua script:
+    Lua's JSON library would round timestamps and turn empty lists into objects. The idle
+    timeout is ``last_seen_at`` inside the record, so a request that changed nothing still
+    rewrites the record (the data as just read) under the same WATCH, with a fresh TTL.
+    """
+
     def __init__(self, client, prefix: str = "idp:session:") -> None:
         self._redis = client
         self._prefix = prefix
@@ -117,11 +242,52 @@ class RedisStore:
         # NX for a new id, XX for an existing one: a session deleted meanwhile stays deleted.
         return bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
 
+    def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
+        """Apply ``changes`` to the session as stored now (see the class). True while the
+        session exists afterwards; False if it was gone, or left empty and so deleted."""
+        from redis.exceptions import WatchError
+
+        name = self._prefix + hash_token(sid)
+        with self._redis.pipeline() as pipe:
+            for _ in range(MERGE_ATTEMPTS):
+                try:
+                    pipe.watch(name)
+                    raw = pipe.get(name)
+                    if raw is None:
+                        return False  # leaving the block resets the pipeline (UNWATCH)
+                    record = json.loads(raw)
+                    merged = changes.apply(record["data"])
+                    pipe.multi()
+                    if merged:
+                        record.update(data=merged, last_seen_at=now)
+                        pipe.set(name, json.dumps(record), ex=ttl)
+                    else:
+                        pipe.delete(name)
+                    pipe.execute()
+                    return bool(merged)
+                except WatchError:
+                    continue
+        raise SessionWriteConflictError("the session changed under every attempt to write it")
+
     def delete(self, sid: str) -> None:
         self._redis.delete(self._prefix + hash_token(sid))
 
 
 class ServerSessionInterface(SessionInterface):
+    """Loads the session when the request begins, writes what the request did at its end.
+
+    - ``destroy()`` deletes the session, whatever other requests wrote to it.
+    - ``rotate()`` (a login step) deletes the old id and writes the whole session, as this
+      request leaves it, under a new one: a login step decides the entire state of the session
+      it opens, so nothing another request wrote to the old id meanwhile is carried into it.
+    - Otherwise only this request's changes are merged onto the stored session (``Changes``).
+      ``clear()`` (or popping every key) removes every key the session held when this request
+      loaded it; a key another request added meanwhile stays, since that request's write is as
+      legitimate as this one's (ending a session whatever else happens is ``destroy()``). A
+      session left with no key at all is deleted, and so is its cookie.
+    - A session deleted meanwhile, by a logout or a concurrent rotation, is never revived.
+    """
+
     def __init__(self, store) -> None:
         self.store = store
 
@@ -138,36 +304,42 @@ class ServerSessionInterface(SessionInterface):
                 data, created_at, last_seen = loaded
                 idle, absolute = self._limits(app)
                 if now - last_seen <= idle and now - created_at <= absolute:
-                    session = ServerSession(data, sid=sid, created_at=created_at)
-                    session.modified = True  # refresh last_seen (sliding idle timeout)
-                    return session
+                    return ServerSession(data, sid=sid, created_at=created_at)
                 self.store.delete(sid)
         return ServerSession(created_at=now)
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:
         name = cookie_name(app)
         secure = app.extensions["idp.settings"].is_https
-        if session.destroy_requested or (not session and session.sid):
+
+        def forget() -> None:
+            response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="Lax")
+
+        if session.destroy_requested:
             if session.sid:
                 self.store.delete(session.sid)
-            response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="Lax")
-            return
-        if not session or not session.modified:
+            forget()
             return
         now = app.extensions["idp.clock"].now().timestamp()
-        if session.rotate_requested:
-            if session.sid:
-                self.store.delete(session.sid)
-            session.sid = None
-            session.created_at = now  # the absolute timeout counts from the login
-        new = session.sid is None
-        if new:
-            session.sid = new_token(32)
         _idle, absolute = self._limits(app)
-        if not self.store.save(
-            session.sid, dict(session), session.created_at, now, absolute, new=new
-        ):
-            return  # ended by another request meanwhile: this one must not revive it
+        if session.sid and not session.rotate_requested:
+            # Even a request that changed nothing slides the idle timeout.
+            if not self.store.merge(session.sid, session.changes(), now, absolute):
+                if not session:  # emptied by this request: gone with its last key
+                    forget()
+                return  # or ended by another request meanwhile: this one must not revive it
+        else:
+            replaced = session.sid
+            if session.rotate_requested:
+                if replaced:
+                    self.store.delete(replaced)
+                session.created_at = now  # the absolute timeout counts from the login
+            if not session:
+                if replaced:
+                    forget()
+                return
+            session.sid = new_token(32)
+            self.store.save(session.sid, dict(session), session.created_at, now, absolute, new=True)
         response.set_cookie(
             name, session.sid, httponly=True, secure=secure, samesite="Lax", path="/"
         )
