@@ -9,8 +9,8 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from idp import db, headers, i18n, policy, wsgi_input
-from idp.auth import assurance
+from idp import db, headers, i18n, wsgi_input
+from idp.auth import assurance, policy
 from idp.clock import SystemClock
 from idp.config import Settings, check_keys, check_webauthn, load_settings
 from idp.crypto import DataCipher, derive_key

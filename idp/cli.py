@@ -222,7 +222,7 @@ def client_add(name, redirect_uris, public, auth_method, id_token_alg, scope, no
 @main.command()
 def routes() -> None:
     """Print every route with its access policy."""
-    from idp.policy import route_inventory
+    from idp.auth.policy import route_inventory
 
     app = make_app()
     rows = route_inventory(app)

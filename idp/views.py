@@ -2,7 +2,7 @@
 
 from flask import Blueprint, redirect, url_for
 
-from idp.policy import Policy, policy
+from idp.auth.policy import Policy, policy
 
 bp = Blueprint("site", __name__)
 

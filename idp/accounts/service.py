@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.auth.contract import LastFactorError  # noqa: F401  (the factors still import it from here)
+from idp.auth.enrolment import InvitationInvalidError, accept_invitation  # noqa: F401
 from idp.clock import Clock
 from idp.crypto import hash_password, hash_token, new_token
 from idp.models import Invitation, Practitioner, PractitionerStatus
@@ -39,10 +40,6 @@ class InvalidPractitionerError(AccountError):
 
 class InvalidPasswordError(AccountError):
     pass
-
-
-class InvitationInvalidError(AccountError):
-    """Unknown, used or expired invitation: one message for all three."""
 
 
 def luhn_ok(digits: str) -> bool:
@@ -136,19 +133,3 @@ def find_invitation(db: Session, *, token: str, clock: Clock) -> Invitation:
 def set_password(db: Session, *, practitioner: Practitioner, password: str) -> None:
     practitioner.password_hash = hash_password(validate_password(password))
     audit.record(db, "account:password:set", practitioner_id=practitioner.id)
-
-
-def accept_invitation(db: Session, *, invitation: Invitation, clock: Clock) -> Practitioner:
-    """Single use, atomically: two tabs finishing enrolment cannot both activate."""
-    result = db.execute(
-        update(Invitation)
-        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
-        .values(used_at=clock.now())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise InvitationInvalidError()
-    practitioner = db.get(Practitioner, invitation.practitioner_id)
-    practitioner.status = PractitionerStatus.ACTIVE
-    audit.record(db, "account:invitation:accepted", practitioner_id=practitioner.id)
-    return practitioner

@@ -53,7 +53,7 @@ METHOD_LABELS = {  # RFC 8176 values, as practitioners know them; mfa/user/pin a
 }
 
 
-def describe(auth: dict) -> str:
+def describe(auth) -> str:
     """'password + authenticator app code (substantial)' for the account page."""
-    methods = " + ".join(str(METHOD_LABELS[m]) for m in auth["amr"] if m in METHOD_LABELS)
-    return f"{methods} ({LEVEL_LABELS.get(auth['acr'], auth['acr'])})"
+    methods = " + ".join(str(METHOD_LABELS[m]) for m in auth.amr if m in METHOD_LABELS)
+    return f"{methods} ({LEVEL_LABELS.get(auth.acr, auth.acr)})"

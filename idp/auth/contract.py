@@ -158,6 +158,8 @@ class AuthMethod(Protocol):
     """A whole login by itself (card + PIN): after a password it is offered, never the default."""
     login_endpoint: ClassVar[str]
     """The page that asks for this factor at the second step."""
+    invitation_endpoint: ClassVar[str | None]
+    """The page that binds this factor as an invitation's first, or None."""
     account_template: ClassVar[str]
     """The account page's section for this factor."""
     enrolment_field: ClassVar[str]

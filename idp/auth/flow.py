@@ -1,45 +1,56 @@
-"""The login state of a browser: the login in progress and the completed login, in one place.
+"""The login state: the login in progress and the completed login, behind one typed API.
+
+No other module reads the session's keys: they ask a ``LoginState``. Its store is the
+browser's server-side session (``LoginState.current()``), or, for a login that has no browser
+(a decoupled request: CIBA, a push approval), its own record in the same store
+(``DecoupledLogins``). Each piece lives under its own top-level key, and the session store
+writes back only the keys a request changed (``idp.sessions``): a background request that
+stores a WebAuthn challenge cannot drop the pending authorization a concurrent ``/authorize``
+just stored.
 
 State made for one person or one step is honoured only for that person and that step:
 
-- ``first_factor``: the password was checked for ``pid``; ``login`` names this very login, so
-  the state a step leaves behind (an enrolment, a counter of wrong codes) cannot be carried
-  over into another login;
-- ``enrolment``: an invited practitioner finishing their invitation, bound to the login their
-  invitation's password step opened (``login``) and to that practitioner (``pid``);
-- ``invitation``: an opened invitation link, before the password is chosen;
-- ``step_up``: binding a new authenticator needs a stronger login first (NIST-10), for ``pid``;
-- per-step leftovers: WebAuthn challenge ids, the card transaction, a pending TOTP seed;
-- ``auth``: the completed login (pid, auth_time, acr, amr).
+- the first factor (``FirstFactor``): the password was checked for ``practitioner_id``;
+  ``login`` names this very login, so what a step leaves behind (an enrolment, a counter of
+  wrong codes) cannot be carried over into another login;
+- the enrolment (``EnrolmentInProgress``): an invited practitioner finishing their invitation,
+  bound to the login their invitation's password step opened and to that practitioner;
+- the opened invitation (``OpenedInvitation``), before the password is chosen;
+- the step-up (``StepUp``): binding a new authenticator needs a stronger login first
+  (NIST-10), for ``practitioner_id`` only;
+- a factor's own leftovers for the login in progress (``step(kind)``): WebAuthn challenge ids,
+  the card transaction, a pending TOTP seed;
+- the pending authorization request (``PendingRequest``) and where to go next;
+- the completed login (``CompletedLogin``): practitioner, a stable ``sid``, auth_time, acr, amr.
 
-Every new login (``begin_login``, ``begin_enrolment``) and every completed one
-(``complete_login``) starts from a clean login state: nothing of the previous attempt survives
-but the application's pending request (``authz``) and where to go next.
+Every new login (``begin_login``, ``begin_enrolment``) and every completed one (``complete``)
+starts from a clean login state: nothing of the previous attempt survives but the
+application's pending request and where to go next.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from flask import session
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.auth.devices import remember_device
 from idp.crypto import new_token
 from idp.models import AuditEvent, Invitation, Practitioner, PractitionerStatus
 
-IN_PROGRESS = (
-    "first_factor",
-    "enrolment",
-    "invitation",
-    "step_up",
-    "challenges",
-    "card_login",
-    "totp_pending",
-)
+FIRST_FACTOR = "first_factor"
+ENROLMENT = "enrolment"
+INVITATION = "invitation"
+STEP_UP = "step_up"
+PENDING = "authz"
+NEXT = "next"
+COMPLETED = "auth"
+STEP_PREFIX = "step."
+IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP, "challenges", "card_login")
 FAILED_EVENTS = (
     "auth:password:failed",
     "auth:totp:failed",
@@ -51,76 +62,296 @@ LOGIN_COMPLETED = "auth:login:completed"
 
 @dataclass(frozen=True)
 class Authentication:
+    """What a verified factor proves, before it becomes the completed login."""
+
     practitioner_id: int
     amr: tuple[str, ...]
     acr: str
 
 
-def clear_login_in_progress(*, keep_step_up_for: int | None = None) -> None:
-    step_up = session.get("step_up") or {}
-    for name in IN_PROGRESS:
-        session.pop(name, None)
-    if keep_step_up_for is not None and step_up.get("pid") == keep_step_up_for:
-        session["step_up"] = step_up
+@dataclass(frozen=True)
+class FirstFactor:
+    practitioner_id: int
+    at: float
+    login: str
 
 
-def begin_attempt() -> None:
-    """A password was submitted: whatever it gives, the previous login in progress is over.
-    (A step-up stays: it is honoured only for its own practitioner, see ``begin_login``.)"""
-    step_up = session.get("step_up") or {}
-    clear_login_in_progress(keep_step_up_for=step_up.get("pid"))
+@dataclass(frozen=True)
+class StepUp:
+    practitioner_id: int
+    acr: str
 
 
-def begin_login(practitioner_id: int, *, now: dt.datetime) -> None:
-    """The password is right: a new login, for this practitioner only, from a clean state."""
-    clear_login_in_progress(keep_step_up_for=practitioner_id)
-    session.pop("auth", None)
-    session["first_factor"] = {
-        "pid": practitioner_id,
-        "at": now.timestamp(),
-        "login": new_token(12),
-    }
-    session.rotate()
+@dataclass(frozen=True)
+class OpenedInvitation:
+    invitation_id: int
+    practitioner_id: int
 
 
-def first_factor() -> dict:
-    return session.get("first_factor") or {}
+@dataclass(frozen=True)
+class EnrolmentInProgress:
+    practitioner_id: int
+    invitation_id: int
+    login: str
 
 
-def restart_login() -> None:
-    """Too many wrong answers at the second step: back to the password."""
-    clear_login_in_progress()
-    session.rotate()
+@dataclass(frozen=True)
+class PendingRequest:
+    """The application's authorization request, kept while the practitioner signs in."""
+
+    params: list
+    fp: str
+    at: float
+    acr: str | None
+    login_hint: str
+    redirect_uri: str
+    state: str | None
+    client_name: str
 
 
-def open_invitation(invitation: Invitation) -> None:
-    """The link was opened: remember the invitation server-side, forget any other login."""
-    clear_login_in_progress()
-    session.pop("auth", None)
-    session["invitation"] = {"id": invitation.id, "pid": invitation.practitioner_id}
-    session.rotate()
+@dataclass(frozen=True)
+class CompletedLogin:
+    practitioner_id: int
+    sid: str
+    """Stable for the whole login (the session id itself rotates): back-channel logout names it."""
+    auth_time: int
+    amr: tuple[str, ...]
+    acr: str
+    failures: int = 0
+    last_failure: float | None = None
 
 
-def opened_invitation() -> dict:
-    return session.get("invitation") or {}
+def _load(cls, value: Any):
+    if not isinstance(value, dict):
+        return None
+    try:
+        return cls(**value)
+    except TypeError:
+        return None  # written by an older release: as if absent
 
 
-def begin_enrolment(invitation: Invitation, *, now: dt.datetime, device_id: int | None) -> None:
-    """The invited practitioner chose a password: their first factor, their enrolment."""
-    session.clear()
-    login = new_token(12)
-    session["first_factor"] = {
-        "pid": invitation.practitioner_id,
-        "at": now.timestamp(),
-        "login": login,
-    }
-    session["enrolment"] = {
-        "pid": invitation.practitioner_id,
-        "invitation": invitation.id,
-        "login": login,
-        "device": device_id,
-    }
-    session.rotate()
+class LoginState:
+    def __init__(self, store: MutableMapping[str, Any]) -> None:
+        self._store = store
+
+    @classmethod
+    def current(cls) -> LoginState:
+        """The browser's login state (its server-side session)."""
+        from flask import session
+
+        return cls(session)
+
+    # --- reading --------------------------------------------------------------------------
+
+    @property
+    def first_factor(self) -> FirstFactor | None:
+        return _load(FirstFactor, self._store.get(FIRST_FACTOR))
+
+    @property
+    def step_up(self) -> StepUp | None:
+        return _load(StepUp, self._store.get(STEP_UP))
+
+    def step_up_for(self, practitioner_id: int | None) -> StepUp | None:
+        step_up = self.step_up
+        return step_up if step_up and step_up.practitioner_id == practitioner_id else None
+
+    @property
+    def opened_invitation(self) -> OpenedInvitation | None:
+        return _load(OpenedInvitation, self._store.get(INVITATION))
+
+    @property
+    def enrolment(self) -> EnrolmentInProgress | None:
+        """The enrolment in progress, honoured only for its own practitioner and login."""
+        enrolment = _load(EnrolmentInProgress, self._store.get(ENROLMENT))
+        first = self.first_factor
+        if enrolment is None or first is None:
+            return None
+        if enrolment.practitioner_id != first.practitioner_id or enrolment.login != first.login:
+            return None
+        return enrolment
+
+    @property
+    def pending_request(self) -> PendingRequest | None:
+        return _load(PendingRequest, self._store.get(PENDING))
+
+    @property
+    def completed(self) -> CompletedLogin | None:
+        completed = _load(CompletedLogin, self._store.get(COMPLETED))
+        if completed is not None:
+            completed = CompletedLogin(**{**asdict(completed), "amr": tuple(completed.amr)})
+        return completed
+
+    def step(self, kind: str) -> dict:
+        """A factor's own state for the login in progress (cleared with it)."""
+        value = self._store.get(STEP_PREFIX + kind)
+        return dict(value) if isinstance(value, dict) else {}
+
+    # --- the login in progress ------------------------------------------------------------
+
+    def set_step(self, kind: str, value: dict) -> None:
+        self._store[STEP_PREFIX + kind] = value
+
+    def drop_step(self, kind: str) -> None:
+        self._store.pop(STEP_PREFIX + kind, None)
+
+    def _clear_in_progress(self, *, keep_step_up_for: int | None = None) -> None:
+        step_up = self.step_up_for(keep_step_up_for) if keep_step_up_for is not None else None
+        for name in [*IN_PROGRESS, *(k for k in self._store if k.startswith(STEP_PREFIX))]:
+            self._store.pop(name, None)
+        if step_up is not None:
+            self._store[STEP_UP] = asdict(step_up)
+
+    def _rotate(self) -> None:
+        rotate = getattr(self._store, "rotate", None)
+        if rotate is not None:
+            rotate()
+
+    def begin_attempt(self) -> None:
+        """A password was submitted: whatever it gives, the previous login in progress is
+        over. (A step-up stays: it is honoured only for its own practitioner.)"""
+        step_up = self.step_up
+        self._clear_in_progress(keep_step_up_for=step_up.practitioner_id if step_up else None)
+
+    def begin_login(self, practitioner_id: int, *, now: dt.datetime) -> None:
+        """The password is right: a new login, for this practitioner only, from a clean state."""
+        self._clear_in_progress(keep_step_up_for=practitioner_id)
+        self._store.pop(COMPLETED, None)
+        self._store[FIRST_FACTOR] = asdict(
+            FirstFactor(practitioner_id, now.timestamp(), new_token(12))
+        )
+        self._rotate()
+
+    def restart(self) -> None:
+        """Too many wrong answers at the second step: back to the password."""
+        self._clear_in_progress()
+        self._rotate()
+
+    def end_first_factor(self) -> None:
+        """The password step is too old to open the second-step pages."""
+        self._store.pop(FIRST_FACTOR, None)
+
+    def open_invitation(self, invitation: Invitation) -> None:
+        """The link was opened: remember the invitation server-side, forget any other login."""
+        self._clear_in_progress()
+        self._store.pop(COMPLETED, None)
+        self._store[INVITATION] = asdict(
+            OpenedInvitation(invitation.id, invitation.practitioner_id)
+        )
+        self._rotate()
+
+    def begin_enrolment(self, invitation: Invitation, *, now: dt.datetime) -> None:
+        """The invited practitioner chose a password: their first factor, their enrolment."""
+        self._store.clear()
+        login = new_token(12)
+        self._store[FIRST_FACTOR] = asdict(
+            FirstFactor(invitation.practitioner_id, now.timestamp(), login)
+        )
+        self._store[ENROLMENT] = asdict(
+            EnrolmentInProgress(invitation.practitioner_id, invitation.id, login)
+        )
+        self._rotate()
+
+    def require_step_up(self, practitioner_id: int, acr: str, *, then: str) -> None:
+        """Binding this authenticator needs a login at ``acr`` first (NIST-10): the current
+        login ends, the next one must reach ``acr``, then the practitioner comes back."""
+        self._store[STEP_UP] = asdict(StepUp(practitioner_id, acr))
+        self._store[NEXT] = then
+        self._store.pop(COMPLETED, None)
+
+    # --- the application's request and where to go next ------------------------------------
+
+    def keep_request(self, request: PendingRequest) -> None:
+        self._store[PENDING] = asdict(request)
+
+    def drop_request(self) -> PendingRequest | None:
+        pending = self.pending_request
+        self._store.pop(PENDING, None)
+        return pending
+
+    def set_next(self, url: str | None) -> None:
+        self._store[NEXT] = url
+
+    def take_next(self) -> str | None:
+        return self._store.pop(NEXT, None)
+
+    # --- the completed login ----------------------------------------------------------------
+
+    def complete(
+        self,
+        authentication: Authentication,
+        *,
+        sid: str,
+        now: dt.datetime,
+        failures: int,
+        last_failure: dt.datetime | None,
+    ) -> CompletedLogin:
+        self._clear_in_progress()
+        completed = CompletedLogin(
+            practitioner_id=authentication.practitioner_id,
+            sid=sid,
+            auth_time=int(now.timestamp()),
+            amr=tuple(authentication.amr),
+            acr=authentication.acr,
+            failures=failures,
+            last_failure=last_failure.timestamp() if last_failure else None,
+        )
+        self._store[COMPLETED] = {**asdict(completed), "amr": list(completed.amr)}
+        self._rotate()
+        return completed
+
+    def forget_completed(self) -> None:
+        """The account was suspended meanwhile: this login is over."""
+        self._store.pop(COMPLETED, None)
+
+    def end(self) -> None:
+        """Sign out: everything goes, the session id too."""
+        destroy = getattr(self._store, "destroy", None)
+        if destroy is not None:
+            destroy()
+        else:
+            self._store.clear()
+
+
+class DecoupledLogins:
+    """Logins without a browser (a decoupled request: CIBA, a push approval), each with its own
+    ``LoginState`` in the session store under a random id, with the store's timeouts."""
+
+    def __init__(self, store, *, ttl: int) -> None:
+        self._store = store
+        self._ttl = ttl
+
+    def start(self, *, now: dt.datetime) -> tuple[str, LoginState]:
+        from idp.sessions import ServerSession
+
+        record = ServerSession(sid=None, created_at=now.timestamp())
+        return new_token(32), LoginState(record)
+
+    def open(self, login_id: str) -> LoginState | None:
+        from idp.sessions import ServerSession
+
+        loaded = self._store.load(login_id) if login_id and len(login_id) < 100 else None
+        if loaded is None:
+            return None
+        data, created_at, _last_seen = loaded
+        return LoginState(ServerSession(data, sid=login_id, created_at=created_at))
+
+    def save(self, login_id: str, state: LoginState, *, now: dt.datetime) -> bool:
+        """Write what changed; False when the login ended meanwhile (never revived)."""
+        record = state._store
+        if record.sid is None:
+            record.sid = login_id
+            return self._store.save(
+                login_id, dict(record), record.created_at, now.timestamp(), self._ttl, new=True
+            )
+        return self._store.merge(login_id, record.changes(), now.timestamp(), self._ttl)
+
+    def end(self, login_id: str) -> None:
+        self._store.delete(login_id)
+
+
+def state() -> LoginState:
+    """The current browser's login state."""
+    return LoginState.current()
 
 
 def usable_invitation(
@@ -144,23 +375,16 @@ def usable_invitation(
 
 
 def current_enrolment(db: Session, *, now: dt.datetime) -> tuple[Practitioner, Invitation] | None:
-    """The enrolment in progress, honoured only for its own practitioner and login."""
-    enrolment = session.get("enrolment") or {}
-    first = first_factor()
-    if not enrolment or not first:
-        return None
-    if enrolment.get("pid") != first.get("pid") or enrolment.get("login") != first.get("login"):
+    """The enrolment in progress in this browser, if its invitation is still open."""
+    enrolment = state().enrolment
+    if enrolment is None:
         return None
     return usable_invitation(
         db,
-        invitation_id=enrolment.get("invitation"),
-        practitioner_id=enrolment.get("pid"),
+        invitation_id=enrolment.invitation_id,
+        practitioner_id=enrolment.practitioner_id,
         now=now,
     )
-
-
-def enrolment_device_id() -> int | None:
-    return (session.get("enrolment") or {}).get("device")
 
 
 def failed_attempts_since_last_login(
@@ -181,25 +405,26 @@ def failed_attempts_since_last_login(
     return int(count), last
 
 
-def complete_login(db: Session, authentication: Authentication, *, now: dt.datetime) -> None:
-    """The only place a browser session becomes authenticated."""
+def complete_login(
+    db: Session,
+    authentication: Authentication,
+    *,
+    now: dt.datetime,
+    login: LoginState | None = None,
+) -> CompletedLogin:
+    """The only place a login becomes complete (a browser's, or a decoupled one's)."""
     failures, last_failure = failed_attempts_since_last_login(db, authentication.practitioner_id)
+    sid = new_token(16)
     audit.record(
         db,
         LOGIN_COMPLETED,
         practitioner_id=authentication.practitioner_id,
         acr=authentication.acr,
         amr=" ".join(authentication.amr),
+        sid=sid,
     )
-    db.commit()
-    clear_login_in_progress()
-    session["auth"] = {
-        "pid": authentication.practitioner_id,
-        "auth_time": int(now.timestamp()),
-        "amr": list(authentication.amr),
-        "acr": authentication.acr,
-        "failures": failures,
-        "last_failure": last_failure.timestamp() if last_failure else None,
-    }
-    session.rotate()
-    remember_device(authentication.practitioner_id)
+    db.commit()  # before the state changes: a failed commit leaves the login in progress
+    login = login or state()
+    return login.complete(
+        authentication, sid=sid, now=now, failures=failures, last_failure=last_failure
+    )

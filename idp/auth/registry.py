@@ -80,6 +80,10 @@ class Registry:
         itself (a card and its PIN: offered, never chosen by default)."""
         return next((k for k in offered if not self[k].standalone), offered[0] if offered else None)
 
+    def invitation_method(self) -> AuthMethod | None:
+        """The method an invitation binds first (its page offers the others)."""
+        return next((m for m in self if m.invitation_endpoint), None)
+
     def revoke_all(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> int:
         """Every enrolment of every method made unusable; the caller audits and commits."""
         return sum(m.revoke_all(db, practitioner_id, now=now) for m in self)

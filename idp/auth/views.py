@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from urllib.parse import urlencode
+
+from flask import Blueprint, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from idp import audit
 from idp.auth import assurance, devices, flow, service
-from idp.auth.contract import Attempt, MethodError
+from idp.auth.contract import Attempt
 from idp.auth.devices import Client
-from idp.auth.forms import CodeForm, EmptyForm, PasswordLoginForm
+from idp.auth.forms import EmptyForm, PasswordLoginForm
+from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
-from idp.oauth.views import resume_url
-from idp.policy import Policy, policy
 from idp.ratelimit import ThrottledError
-from idp.services import client_address, clock, methods, orchestrator, throttle
+from idp.services import client_address, clock, methods, throttle
 
 bp = Blueprint("auth", __name__)
 
@@ -37,34 +38,44 @@ def current_client() -> Client:
 
 def complete_login(authentication: service.Authentication) -> None:
     flow.complete_login(get_db(), authentication, now=clock().now())
+    devices.remember_device(authentication.practitioner_id)
 
 
 def restart_login_page():
     """After too many wrong second-step answers: the login starts again at the password."""
-    flow.restart_login()
+    flow.state().restart()
     error = _("Too many incorrect attempts. Sign in again with your password.")
     form = PasswordLoginForm(formdata=None)
     return render_template("login.html", form=form, error=error, **login_context()), 401
 
 
+def resume_url() -> str | None:
+    """Back to the application's authorization request, if one is pending."""
+    pending = pending_request()
+    if pending is None:
+        return None
+    return url_for("oauth.authorize") + "?" + urlencode([tuple(p) for p in pending.params])
+
+
 def after_login():
-    target = resume_url() or session.pop("next", None) or url_for("accounts.home")
+    target = resume_url() or flow.state().take_next() or url_for("accounts.home")
     if not target.startswith("/") or target.startswith("//"):
         target = url_for("accounts.home")
     return redirect(target, code=303)
 
 
-def pending_request() -> dict:
-    return session.get("authz") or {}
+def pending_request() -> flow.PendingRequest | None:
+    return flow.state().pending_request
 
 
 def login_context() -> dict:
     """What login.html shows around the forms (also rendered by the passkey login view)."""
+    pending = pending_request()
     return {
-        "client_name": pending_request().get("client_name"),
-        "step_up": bool(session.get("step_up")),
+        "client_name": pending.client_name if pending else None,
+        "step_up": flow.state().step_up is not None,
         "standalone_methods": standalone_methods(),
-        "requires_high": pending_request().get("acr") == assurance.HIGH,
+        "requires_high": pending is not None and pending.acr == assurance.HIGH,
     }
 
 
@@ -77,13 +88,14 @@ def standalone_methods() -> list:
 @policy(Policy.PUBLIC, get_changes_state=False)
 def login():
     form = PasswordLoginForm()
-    if request.method == "GET" and pending_request().get("login_hint"):
-        form.identifier.data = pending_request()["login_hint"]
+    pending = pending_request()
+    if request.method == "GET" and pending is not None and pending.login_hint:
+        form.identifier.data = pending.login_hint
     context = login_context()
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("login.html", form=form, **context), status
-    flow.begin_attempt()
+    flow.state().begin_attempt()
     try:
         practitioner = service.check_password(
             get_db(),
@@ -103,21 +115,27 @@ def login():
         else:
             error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
-    flow.begin_login(practitioner.id, now=clock().now())
+    flow.state().begin_login(practitioner.id, now=clock().now())
     return redirect(url_for("auth.second_factor"), code=303)
 
 
+def invitation_invalid(status: int):
+    message = _("This invitation link is invalid or has expired. Ask for a new one.")
+    return render_template("error.html", message=message), status
+
+
 def first_factor_practitioner() -> Practitioner:
-    return get_db().get(Practitioner, flow.first_factor()["pid"])
+    return get_db().get(Practitioner, flow.state().first_factor.practitioner_id)
 
 
 def required_acr(practitioner_id: int | None) -> str | None:
     """The level this login must reach: the client's acr_values, or a pending step-up that
     binding a new authenticator asked for (NIST-10) when it concerns this practitioner."""
-    levels = [pending_request().get("acr")]
-    step_up = session.get("step_up") or {}
-    if practitioner_id is not None and step_up.get("pid") == practitioner_id:
-        levels.append(step_up.get("acr"))
+    pending = pending_request()
+    levels = [pending.acr if pending else None]
+    step_up = flow.state().step_up_for(practitioner_id)
+    if step_up is not None:
+        levels.append(step_up.acr)
     known = [level for level in levels if level in assurance.RANKS]
     return max(known, key=assurance.rank) if known else None
 
@@ -128,7 +146,7 @@ def second_step_attempt(practitioner: Practitioner) -> Attempt:
         client=current_client(),
         now=clock().now(),
         practitioner_id=practitioner.id,
-        login=flow.first_factor()["login"],
+        login=flow.state().first_factor.login,
         required_acr=required_acr,
     )
 
@@ -153,36 +171,6 @@ def second_factor():
     return redirect(url_for(methods()[methods().default_choice(factors)].login_endpoint))
 
 
-@bp.route("/login/totp", methods=["GET", "POST"])
-@policy(Policy.FIRST_FACTOR, get_changes_state=False)
-def login_totp():
-    practitioner = first_factor_practitioner()
-    if "totp" not in offered_factors(practitioner):
-        return redirect(url_for("auth.second_factor"))
-    form = CodeForm()
-    context = {"other_factors": [f for f in offered_factors(practitioner) if f != "totp"]}
-    if not form.validate_on_submit():
-        status = 400 if request.method == "POST" else 200
-        return render_template("login_totp.html", form=form, **context), status
-    try:
-        authentication = orchestrator().authenticate(
-            get_db(), methods()["totp"], second_step_attempt(practitioner), {"code": form.code.data}
-        )
-    except ThrottledError as exc:
-        if exc.blocks("2fa.login"):
-            return restart_login_page()
-        return throttled_page("login_totp.html", form, exc.retry_after, **context)
-    except service.LoginRestartError:
-        return restart_login_page()
-    except MethodError as exc:
-        # One answer for every wrong code: wrong, already used, or valid only at another time.
-        error = methods().message(exc.code)
-        form.code.data = ""
-        return render_template("login_totp.html", form=form, error=error, **context), 401
-    complete_login(authentication)
-    return after_login()
-
-
 @bp.get("/login/reauthenticate")
 @policy(Policy.AUTHENTICATED, get_changes_state=False)
 def reauthenticate():
@@ -191,7 +179,7 @@ def reauthenticate():
     It changes nothing: the login is replaced only once the password (or a passkey, or the
     card) is checked, so a link from another site cannot end a session."""
     form = PasswordLoginForm()
-    practitioner = get_db().get(Practitioner, session["auth"]["pid"])
+    practitioner = get_db().get(Practitioner, current_auth().practitioner_id)
     form.identifier.data = practitioner.rpps
     context = login_context()
     return render_template("login.html", form=form, reauthenticate=True, **context)
@@ -202,10 +190,12 @@ def reauthenticate():
 def logout():
     form = EmptyForm()
     if request.method == "POST" and form.validate_on_submit():
-        auth = session.get("auth")
+        auth = current_auth()
         if auth:
-            audit.record(get_db(), "auth:session:logout", practitioner_id=auth["pid"])
+            audit.record(
+                get_db(), "auth:session:logout", practitioner_id=auth.practitioner_id, sid=auth.sid
+            )
             get_db().commit()
-        session.destroy()
+        flow.state().end()
         return render_template("logged_out.html")
     return render_template("logout.html", form=form)

@@ -10,10 +10,11 @@ import datetime as dt
 from authlib.oauth2.rfc6749 import InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
-from flask import Flask, session
+from flask import Flask
 from sqlalchemy import select, update
 
 from idp import audit
+from idp.auth.policy import current_auth
 from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import AuthorizationCode, OAuthClient, Practitioner, PractitionerStatus, Token
@@ -87,7 +88,7 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
 
     def save_authorization_code(self, code: str, oauth_request) -> None:
         db = get_db()
-        auth = session["auth"]  # the authorize view only gets here fully authenticated
+        auth = current_auth()  # the authorize view only gets here fully authenticated
         data = oauth_request.payload.data
         db.add(
             AuthorizationCode(
@@ -99,9 +100,9 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
                 nonce=data.get("nonce"),
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
-                auth_time=dt.datetime.fromtimestamp(auth["auth_time"], dt.UTC),
-                acr=auth["acr"],
-                amr=" ".join(auth["amr"]),
+                auth_time=dt.datetime.fromtimestamp(auth.auth_time, dt.UTC),
+                acr=auth.acr,
+                amr=" ".join(auth.amr),
                 issued_at=clock().now(),
             )
         )

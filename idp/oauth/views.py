@@ -17,7 +17,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -26,7 +25,8 @@ from sqlalchemy import select
 from wtforms import ValidationError
 
 from idp import audit
-from idp.auth import assurance
+from idp.auth import assurance, flow
+from idp.auth.policy import Policy, current_auth, policy
 from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
@@ -39,7 +39,6 @@ from idp.oauth.validation import (
     UnmetAuthenticationRequirementsError,
     requested_acr,
 )
-from idp.policy import Policy, current_auth, policy
 from idp.services import cipher, clock, settings
 
 bp = Blueprint("oauth", __name__)
@@ -129,12 +128,9 @@ def fingerprint(params) -> str:
 
 def fresh_login_for(params: list[tuple[str, str]], auth: dict | None) -> bool:
     """True when the current login happened for this very request (prompt=login, max_age)."""
-    pending = session.get("authz")
+    pending = flow.state().pending_request
     return bool(
-        auth
-        and pending
-        and pending["fp"] == fingerprint(params)
-        and auth["auth_time"] >= pending["at"]
+        auth and pending and pending.fp == fingerprint(params) and auth.auth_time >= pending.at
     )
 
 
@@ -149,9 +145,9 @@ def login_reason(grant, auth: dict | None, params) -> str | None:
         if max_age is not None:
             if not str(max_age).isdigit():
                 raise InvalidRequestError("Invalid 'max_age'.", redirect_uri=grant.redirect_uri)
-            if clock().now().timestamp() - auth["auth_time"] > int(max_age):
+            if clock().now().timestamp() - auth.auth_time > int(max_age):
                 return "login"
-    if not assurance.satisfies(auth["acr"], requested_acr(data)):
+    if not assurance.satisfies(auth.acr, requested_acr(data)):
         return "step-up"
     return None
 
@@ -193,24 +189,19 @@ def record_consent(db, client: OAuthClient, practitioner: Practitioner, scope: s
 
 def stash_and_login(grant, params) -> Response:
     data = grant.request.payload.data
-    session["authz"] = {
-        "params": params,
-        "fp": fingerprint(params),
-        "at": clock().now().timestamp(),
-        "acr": assurance.required_level(requested_acr(data)),
-        "login_hint": (data.get("login_hint") or "")[:254],
-        "redirect_uri": grant.redirect_uri,
-        "state": data.get("state"),
-        "client_name": grant.client.name,
-    }
+    flow.state().keep_request(
+        flow.PendingRequest(
+            params=[list(p) for p in params],
+            fp=fingerprint(params),
+            at=clock().now().timestamp(),
+            acr=assurance.required_level(requested_acr(data)),
+            login_hint=(data.get("login_hint") or "")[:254],
+            redirect_uri=grant.redirect_uri,
+            state=data.get("state"),
+            client_name=grant.client.name,
+        )
+    )
     return redirect(url_for("auth.login"))
-
-
-def resume_url() -> str | None:
-    pending = session.get("authz")
-    if not pending:
-        return None
-    return url_for("oauth.authorize") + "?" + urlencode([tuple(p) for p in pending["params"]])
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -219,9 +210,9 @@ def authorize():
     db = get_db()
     params = request_params()
     auth = current_auth()
-    practitioner = db.get(Practitioner, auth["pid"]) if auth else None
+    practitioner = db.get(Practitioner, auth.practitioner_id) if auth else None
     if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
-        session.destroy()
+        flow.state().end()
         auth = practitioner = None
     try:
         grant = server().get_consent_grant(end_user=practitioner)
@@ -239,7 +230,7 @@ def authorize():
                 return render_consent(grant, params)
             validate_csrf(request.form.get("csrf_token"))
             if decision != "approve":
-                session.pop("authz", None)
+                flow.state().drop_request()
                 raise AccessDeniedError(redirect_uri=grant.redirect_uri)
             record_consent(db, grant.client, practitioner, grant.request.payload.scope)
     except (CSRFError, ValidationError):
@@ -250,7 +241,7 @@ def authorize():
         error.state = request.values.get("state")
         return oauth_error_response(error)
     response = server().create_authorization_response(grant_user=practitioner, grant=grant)
-    session.pop("authz", None)
+    flow.state().drop_request()
     return with_issuer(response)
 
 
@@ -275,15 +266,15 @@ def cancel():
         return error_page(
             _("The form expired or was sent from elsewhere. Reload the page and try again.")
         )
-    pending = session.pop("authz", None)
-    if not pending:
+    pending = flow.state().drop_request()
+    if pending is None:
         return redirect(url_for("auth.login"), code=303)
     error_cls = (
         UnmetAuthenticationRequirementsError
         if request.form.get("reason") == "unmet"
         else AccessDeniedError
     )
-    error = error_cls(redirect_uri=pending["redirect_uri"], state=pending.get("state"))
+    error = error_cls(redirect_uri=pending.redirect_uri, state=pending.state)
     return oauth_error_response(error)
 
 

@@ -7,10 +7,10 @@ import requests
 from flask import Flask
 from sqlalchemy import select, text
 
+from idp.auth.policy import route_inventory
 from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import AuditEvent, OAuthClient, Practitioner, SigningKey, TotpDevice
-from idp.policy import route_inventory
 from tests.support.idp_server import build_app
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, totp_now
 

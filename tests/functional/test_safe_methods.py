@@ -9,10 +9,10 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from idp.auth.policy import endpoint_get_changes_state
 from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import Base, WebSession
-from idp.policy import endpoint_get_changes_state
 from tests.support.inprocess import (  # every_feature_*: this module's app and demo fixtures
     Browser,
     every_feature_app,  # noqa: F401

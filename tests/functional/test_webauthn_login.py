@@ -707,7 +707,7 @@ def test_invitation_enrolment_with_a_passkey(live_server, demo):
 
 
 def test_every_webauthn_route_declares_its_policy(app):
-    from idp.policy import route_inventory
+    from idp.auth.policy import route_inventory
 
     rows = {(path, methods): found for methods, path, found in route_inventory(app)}
     assert rows[("/login/webauthn", "GET,POST")] == "first-factor"

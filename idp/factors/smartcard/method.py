@@ -30,6 +30,7 @@ class SmartcardMethod:
     limiter: ClassVar[str] = "smartcard"
     identifies: ClassVar[bool] = True
     standalone: ClassVar[bool] = True  # card + PIN: a whole login by itself
+    invitation_endpoint: ClassVar[str | None] = None
     login_endpoint: ClassVar[str] = "smartcard.login"
     account_template: ClassVar[str] = "factors/smartcard_account.html"
     enrolment_field: ClassVar[str] = "card"

@@ -28,6 +28,7 @@ from idp import headers, jsonlimits
 from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
 from idp.auth.forms import CardAnswerForm, EmptyForm
+from idp.auth.policy import Policy, policy
 from idp.auth.service import AccountUnavailableError
 from idp.auth.views import (
     after_login,
@@ -41,7 +42,6 @@ from idp.db import get_db
 from idp.factors.smartcard import enrolment as cards
 from idp.factors.smartcard import login as service
 from idp.factors.smartcard.trust import CardTrust, CrlCache
-from idp.policy import Policy, policy
 from idp.ratelimit import ThrottledError
 from idp.services import clock, crl_store, settings, throttle
 from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of

@@ -6,4 +6,7 @@ from idp.factors.totp.method import TotpMethod
 
 
 def install(app, csrf) -> TotpMethod:
+    from idp.factors.totp.views import bp
+
+    app.register_blueprint(bp)
     return TotpMethod(app.extensions["idp.cipher"])

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.auth import assurance
 from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
-from idp.clock import Clock
+from idp.clock import Clock, FrozenClock
 from idp.crypto import DataCipher
 from idp.factors.totp import verify as totp
 from idp.models import Practitioner, TotpDevice
@@ -110,7 +110,8 @@ class TotpMethod:
     limiter: ClassVar[str] = "2fa"
     identifies: ClassVar[bool] = False
     standalone: ClassVar[bool] = False
-    login_endpoint: ClassVar[str] = "auth.login_totp"
+    login_endpoint: ClassVar[str] = "totp.login"
+    invitation_endpoint: ClassVar[str | None] = "totp.enrol"
     account_template: ClassVar[str] = "factors/totp_account.html"
     enrolment_field: ClassVar[str] = "device_id"
     switch_label: ClassVar[str] = _l("Use a code from my authenticator app instead")
@@ -146,6 +147,17 @@ class TotpMethod:
 
     def refused(self, db: Session, attempt: Attempt, error: MethodError) -> None:
         pass
+
+    def begin_enrol(self, db: Session, attempt: Attempt) -> dict:
+        """A pending app whose seed only works once a correct code confirms it."""
+        device, _secret = start_totp_enrolment(
+            db,
+            practitioner=db.get(Practitioner, attempt.practitioner_id),
+            name=str(_l("Authenticator app")),
+            clock=FrozenClock(attempt.now),
+            cipher=self.cipher,
+        )
+        return {"device": device.id}
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
         return [

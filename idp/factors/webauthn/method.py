@@ -38,6 +38,7 @@ class WebAuthnMethod:
     limiter: ClassVar[str] = "webauthn"
     identifies: ClassVar[bool] = True  # a passkey, alone
     standalone: ClassVar[bool] = False  # after a password, the default choice
+    invitation_endpoint: ClassVar[str | None] = None
     login_endpoint: ClassVar[str] = "webauthn.login"
     account_template: ClassVar[str] = "factors/webauthn_account.html"
     enrolment_field: ClassVar[str] = "credential"

@@ -31,6 +31,7 @@ from idp.auth.forms import (
     NewCredentialForm,
     PasswordLoginForm,
 )
+from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.service import (
     AccountUnavailableError,
     Authentication,
@@ -55,7 +56,6 @@ from idp.factors.webauthn import login as login_service
 from idp.factors.webauthn import verify as wa
 from idp.factors.webauthn.login import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
 from idp.models import Practitioner
-from idp.policy import Policy, current_auth, policy
 from idp.ratelimit import ThrottledError
 from idp.services import clock, settings, throttle
 

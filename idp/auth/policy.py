@@ -18,8 +18,10 @@ import datetime as dt
 from collections.abc import Callable
 from enum import StrEnum
 
-from flask import Flask, abort, jsonify, redirect, request, session, url_for
+from flask import Flask, abort, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
+
+from idp.auth.flow import CompletedLogin, LoginState
 
 RECENT_STRONG_SECONDS = 5 * 60
 FIRST_FACTOR_SECONDS = 10 * 60
@@ -77,8 +79,9 @@ def route_inventory(app: Flask) -> list[tuple[str, str, str]]:
     return sorted(rows, key=lambda row: (row[1], row[0]))
 
 
-def current_auth() -> dict | None:
-    return session.get("auth")
+def current_auth() -> CompletedLogin | None:
+    """The completed login of this browser, if any."""
+    return LoginState.current().completed
 
 
 def wants_json() -> bool:
@@ -94,8 +97,8 @@ def json_denied():
 
 def first_factor_is_fresh(now: dt.datetime) -> bool:
     """A password alone opens the second-step pages for a few minutes, not for the session."""
-    first = session.get("first_factor")
-    return bool(first) and now.timestamp() - first["at"] <= FIRST_FACTOR_SECONDS
+    first = LoginState.current().first_factor
+    return first is not None and now.timestamp() - first.at <= FIRST_FACTOR_SECONDS
 
 
 def account_is_active() -> bool:
@@ -106,7 +109,7 @@ def account_is_active() -> bool:
     from idp.db import get_db
     from idp.models import Practitioner, PractitionerStatus
 
-    practitioner = get_db().get(Practitioner, auth["pid"])
+    practitioner = get_db().get(Practitioner, auth.practitioner_id)
     return practitioner is not None and practitioner.status == PractitionerStatus.ACTIVE
 
 
@@ -120,21 +123,23 @@ def init_app(app: Flask) -> None:
             abort(404)
         now = app.extensions["idp.clock"].now()
         if declared is Policy.FIRST_FACTOR and not first_factor_is_fresh(now):
-            session.pop("first_factor", None)
+            LoginState.current().end_first_factor()
             return json_denied() if wants_json() else redirect(url_for("auth.login"))
         if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not account_is_active():
-            session.pop("auth", None)
+            LoginState.current().forget_completed()
         if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and not current_auth():
             if wants_json():
                 return json_denied()
-            session["next"] = request.full_path if request.method == "GET" else None
+            LoginState.current().set_next(request.full_path if request.method == "GET" else None)
             return redirect(url_for("auth.login"))
         if declared is Policy.RECENT_STRONG:
-            auth_time = dt.datetime.fromtimestamp(current_auth()["auth_time"], dt.UTC)
+            auth_time = dt.datetime.fromtimestamp(current_auth().auth_time, dt.UTC)
             if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:
                 if wants_json():
                     return json_denied()
-                session["next"] = request.full_path if request.method == "GET" else None
+                LoginState.current().set_next(
+                    request.full_path if request.method == "GET" else None
+                )
                 return redirect(url_for("auth.reauthenticate"))
         if declared in (Policy.DEVICE, Policy.ADMIN):
             abort(404)  # no such routes are served yet: nothing reaches them

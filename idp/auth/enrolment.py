@@ -1,0 +1,35 @@
+"""Finishing an invitation: the invited practitioner's first factor is bound, the account opens.
+
+Whichever factor the practitioner binds, the binding and the acceptance are one transaction:
+the factor's view commits both together, or neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.models import Invitation, Practitioner, PractitionerStatus
+
+
+class InvitationInvalidError(Exception):
+    """Unknown, expired or already used invitation."""
+
+
+def accept_invitation(db: Session, *, invitation: Invitation, now: dt.datetime) -> Practitioner:
+    """Single use, atomically: two tabs finishing enrolment cannot both activate."""
+    result = db.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise InvitationInvalidError()
+    practitioner = db.get(Practitioner, invitation.practitioner_id)
+    practitioner.status = PractitionerStatus.ACTIVE
+    audit.record(db, "account:invitation:accepted", practitioner_id=practitioner.id)
+    return practitioner

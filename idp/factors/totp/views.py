@@ -1,0 +1,178 @@
+"""Authenticator app pages: the code at sign-in, adding and removing an app, the invitation's
+first app. Thin: the method and the orchestrator decide."""
+
+from __future__ import annotations
+
+import segno
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from idp.auth import assurance, flow
+from idp.auth.contract import LastFactorError, LoginRestartError, MethodError, NoSuchEnrolmentError
+from idp.auth.enrolment import InvitationInvalidError, accept_invitation
+from idp.auth.forms import CodeForm, EmptyForm
+from idp.auth.policy import Policy, current_auth, policy
+from idp.auth.views import (
+    after_login,
+    complete_login,
+    first_factor_practitioner,
+    invitation_invalid,
+    offered_factors,
+    restart_login_page,
+    second_step_attempt,
+    throttled_page,
+)
+from idp.db import get_db
+from idp.factors.totp import method as service
+from idp.factors.totp import verify as totp
+from idp.models import Practitioner, TotpDevice
+from idp.ratelimit import ThrottledError
+from idp.services import cipher, clock, methods, orchestrator, settings
+
+bp = Blueprint("totp", __name__)
+KIND = "totp"
+
+
+def qr_svg(uri: str) -> str:
+    return segno.make(uri, error="m").svg_data_uri(scale=5)
+
+
+def render_setup(template: str, device: TotpDevice, form, error=None, status=200, **ctx):
+    practitioner = get_db().get(Practitioner, device.practitioner_id)
+    secret = service.pending_secret(device, cipher())
+    uri = totp.provisioning_uri(
+        secret=secret, account_name=practitioner.email, issuer_name=settings().issuer_name
+    )
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    body = render_template(template, form=form, qr=qr_svg(uri), secret=grouped, error=error, **ctx)
+    return body, status
+
+
+def pending_device(practitioner_id: int) -> TotpDevice | None:
+    """The app being added in this login, for this practitioner, not yet confirmed."""
+    device_id = flow.state().step(KIND).get("device")
+    device = get_db().get(TotpDevice, device_id) if isinstance(device_id, int) else None
+    if device is None or device.practitioner_id != practitioner_id or device.confirmed_at:
+        return None
+    return device
+
+
+def confirm_code(device: TotpDevice, form) -> str | None:
+    """Confirm a pending seed; returns an error message, or None once it is active."""
+    try:
+        service.confirm_totp_enrolment(
+            get_db(), device=device, code=form.code.data, clock=clock(), cipher=cipher()
+        )
+    except totp.TotpError:
+        get_db().rollback()
+        return _("Incorrect code. Check the code shown in your app and try again.")
+    return None
+
+
+@bp.route("/login/totp", methods=["GET", "POST"])
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
+def login():
+    practitioner = first_factor_practitioner()
+    offered = offered_factors(practitioner)
+    if KIND not in offered:
+        return redirect(url_for("auth.second_factor"))
+    form = CodeForm()
+    context = {"other_factors": [f for f in offered if f != KIND]}
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("login_totp.html", form=form, **context), status
+    try:
+        authentication = orchestrator().authenticate(
+            get_db(), methods()[KIND], second_step_attempt(practitioner), {"code": form.code.data}
+        )
+    except ThrottledError as exc:
+        if exc.blocks("2fa.login"):
+            return restart_login_page()
+        return throttled_page("login_totp.html", form, exc.retry_after, **context)
+    except LoginRestartError:
+        return restart_login_page()
+    except MethodError as exc:
+        # One answer for every wrong code: wrong, already used, or valid only at another time.
+        form.code.data = ""
+        error = methods().message(exc.code)
+        return render_template("login_totp.html", form=form, error=error, **context), 401
+    complete_login(authentication)
+    return after_login()
+
+
+@bp.route("/account/totp/add", methods=["GET", "POST"])
+@policy(Policy.RECENT_STRONG, get_changes_state=False)
+def add():
+    """A GET shows the pending key, or a button: the new (unconfirmed) key is made by a POST."""
+    practitioner_id = current_auth().practitioner_id
+    db = get_db()
+    device = pending_device(practitioner_id)
+    if device is None:
+        if request.method == "GET":
+            return render_template("totp_start.html", form=EmptyForm())
+        device, _secret = service.start_totp_enrolment(
+            db,
+            practitioner=db.get(Practitioner, practitioner_id),
+            name=_("Authenticator app"),
+            clock=clock(),
+            cipher=cipher(),
+        )
+        db.commit()
+        flow.state().set_step(KIND, {"device": device.id})
+    if request.method == "GET" or "code" not in request.form:  # shown, not yet confirmed
+        return render_setup("totp_setup.html", device, CodeForm(formdata=None))
+    form = CodeForm()
+    if not form.validate_on_submit():
+        return render_setup("totp_setup.html", device, form)
+    error = confirm_code(device, form)
+    if error:
+        return render_setup("totp_setup.html", device, form, error=error, status=400)
+    db.commit()
+    flow.state().drop_step(KIND)
+    return redirect(url_for("accounts.home"), code=303)
+
+
+@bp.post("/account/totp/<int:device_id>/remove")
+@policy(Policy.RECENT_STRONG)
+def remove(device_id: int):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    practitioner_id = current_auth().practitioner_id
+    try:
+        orchestrator().remove(
+            get_db(), methods()[KIND], practitioner_id, device_id, now=clock().now()
+        )
+    except LastFactorError:
+        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+    except NoSuchEnrolmentError:
+        abort(404)
+    return redirect(url_for("accounts.home"), code=303)
+
+
+@bp.route("/enrol/totp", methods=["GET", "POST"])
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
+def enrol():
+    """The invitation's second step: confirm the app whose seed the password step made."""
+    db = get_db()
+    enrolment = flow.current_enrolment(db, now=clock().now())
+    if enrolment is None:
+        return redirect(url_for("auth.login"))
+    practitioner, invitation = enrolment
+    device = pending_device(practitioner.id)
+    if device is None:
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if not form.validate_on_submit():
+        return render_setup("enrol_totp.html", device, form)
+    error = confirm_code(device, form)
+    if error:
+        return render_setup("enrol_totp.html", device, form, error=error, status=400)
+    try:
+        accept_invitation(db, invitation=invitation, now=clock().now())
+    except InvitationInvalidError:
+        db.rollback()
+        return invitation_invalid(409)
+    db.commit()
+    complete_login(flow.Authentication(practitioner.id, service.AMR, assurance.SUBSTANTIAL))
+    return after_login()
