@@ -106,6 +106,10 @@ def _register_error_pages(app: Flask) -> None:
             return response
         return render_template("error.html", message=message), 503
 
+    from idp.auth import errors
+    from idp.auth.views import restart_login_page
+
+    errors.init_app(app, restart=restart_login_page)
     app.register_error_handler(ThrottleUnavailableError, unavailable)
     app.register_error_handler(CrlStoreUnavailableError, unavailable)
 

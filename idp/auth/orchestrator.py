@@ -113,11 +113,12 @@ class Orchestrator:
             for reservation in reservations:
                 self.throttle.forgive(reservation)  # a genuine answer: no guess
             raise refusal
+        level = {"acr": verified.acr} if verified.acr else {}
         audit.record(
             db,
             f"auth:{method.kind}:succeeded",
             practitioner_id=verified.practitioner_id,
-            acr=verified.acr,
+            **level,
             **verified.details,
         )
         db.commit()

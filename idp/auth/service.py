@@ -6,77 +6,21 @@ Views call these functions and only translate the typed errors into pages.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp import audit
 from idp.auth import assurance
 from idp.auth.contract import AccountUnavailableError, LoginRestartError, MethodError
 from idp.auth.devices import Client
 from idp.auth.flow import Authentication
-from idp.crypto import verify_password
-from idp.models import Practitioner, PractitionerStatus, WebAuthnCredential
-from idp.ratelimit import SECOND_STEP_FAILURES, Reservation, Throttle, key
+from idp.models import WebAuthnCredential
+from idp.ratelimit import SECOND_STEP_FAILURES, Reservation, key
 from idp.services import clock, methods
 
 __all__ = ["AccountUnavailableError", "Authentication", "LoginRestartError"]  # shared errors
 
 LoginError = MethodError
-
-
-class InvalidCredentialsError(LoginError):
-    """Wrong identifier or password; deliberately says nothing about which."""
-
-    code = "invalid_credentials"
-
-
-def find_practitioner(db: Session, identifier: str) -> Practitioner | None:
-    identifier = (identifier or "").strip()
-    if not identifier or len(identifier) > 254 or not identifier.isprintable():
-        return None  # control characters (NUL) never match and must not reach the database
-    return db.execute(
-        select(Practitioner).where(
-            or_(Practitioner.rpps == identifier, Practitioner.email == identifier.lower())
-        )
-    ).scalar_one_or_none()
-
-
-def unknown_subject(identifier: str) -> str:
-    """Throttle key for an identifier matching no account: hashed, because people do type
-    their password into the identifier field."""
-    normalised = (identifier or "").strip().lower().encode("utf-8", "replace")
-    return "?" + hashlib.sha256(normalised).hexdigest()[:32]
-
-
-def check_password(
-    db: Session, *, identifier: str, password: str, client: Client, throttle: Throttle
-) -> Practitioner:
-    practitioner = find_practitioner(db, identifier)
-    subject = practitioner.id if practitioner else unknown_subject(identifier)
-    keys = [key("login.ip", client.ip), *client.account_keys("login", subject)]
-    reservation = throttle.reserve(keys)
-    stored = practitioner.password_hash if practitioner else None
-    if not verify_password(stored, password or ""):
-        audit.record(
-            db,
-            "auth:password:failed",
-            practitioner_id=practitioner.id if practitioner else None,
-        )
-        db.commit()
-        raise InvalidCredentialsError()
-    if practitioner.status != PractitionerStatus.ACTIVE:
-        audit.record(
-            db, "auth:password:refused", practitioner_id=practitioner.id, status=practitioner.status
-        )
-        db.commit()
-        throttle.succeeded(reservation)  # the password was right: no guess
-        raise AccountUnavailableError(practitioner.status)
-    audit.record(db, "auth:password:succeeded", practitioner_id=practitioner.id)
-    db.commit()
-    throttle.succeeded(reservation)  # after the commit: the throttle writes on its own
-    return practitioner
 
 
 def second_step_keys(step: str, *, practitioner_id: int, client: Client, login: str) -> list:

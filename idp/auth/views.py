@@ -8,15 +8,16 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from idp import audit
-from idp.auth import assurance, devices, flow, service
-from idp.auth.contract import Attempt
+from idp.auth import assurance, devices, flow
+from idp.auth.contract import AccountUnavailableError, Attempt
 from idp.auth.devices import Client
+from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
+from idp.auth.password import PASSWORD, InvalidCredentialsError
 from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
-from idp.ratelimit import ThrottledError
-from idp.services import client_address, clock, methods, throttle
+from idp.services import client_address, clock, methods, orchestrator
 
 bp = Blueprint("auth", __name__)
 
@@ -36,7 +37,7 @@ def current_client() -> Client:
     return devices.current_client(client_ip())
 
 
-def complete_login(authentication: service.Authentication) -> None:
+def complete_login(authentication: flow.Authentication) -> None:
     flow.complete_login(get_db(), authentication, now=clock().now())
     devices.remember_device(authentication.practitioner_id)
 
@@ -96,26 +97,23 @@ def login():
         status = 400 if request.method == "POST" else 200
         return render_template("login.html", form=form, **context), status
     flow.state().begin_attempt()
+    answer = {"identifier": form.identifier.data, "password": form.password.data}
+    attempt = Attempt(client=current_client(), now=clock().now())
+    when_throttled(
+        lambda message: render_template("login.html", form=form, error=message, **context)
+    )
     try:
-        practitioner = service.check_password(
-            get_db(),
-            identifier=form.identifier.data,
-            password=form.password.data,
-            client=current_client(),
-            throttle=throttle(),
-        )
-    except ThrottledError as exc:
-        return throttled_page("login.html", form, exc.retry_after, **context)
-    except service.InvalidCredentialsError:
+        verified = orchestrator().authenticate(get_db(), PASSWORD, attempt, answer)
+    except InvalidCredentialsError:
         error = _("Incorrect identifier or password.")
         return render_template("login.html", form=form, error=error, **context), 401
-    except service.AccountUnavailableError as exc:
-        if str(exc) == PractitionerStatus.INVITED:
+    except AccountUnavailableError as exc:
+        if exc.account_status == PractitionerStatus.INVITED:
             error = _("Your account is not activated yet: finish with your invitation link.")
         else:
             error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
-    flow.state().begin_login(practitioner.id, now=clock().now())
+    flow.state().begin_login(verified.practitioner_id, now=clock().now())
     return redirect(url_for("auth.second_factor"), code=303)
 
 

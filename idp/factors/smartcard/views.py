@@ -2,7 +2,7 @@
 client-certificate endpoints, and card removal from the account.
 
 Thin: ``idp.factors.smartcard.login`` decides, these views turn its typed errors into pages or
-JSON. The login transaction's id lives in the server-side session (``SESSION_KEY``): status,
+JSON. The login transaction's id lives in the login state (the card's step state): status,
 completion and the TLS return read it from there, never from the request.
 """
 
@@ -18,7 +18,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_babel import gettext as _
@@ -27,6 +26,7 @@ from flask_babel import lazy_gettext as _l
 from idp import headers, jsonlimits
 from idp.accounts.service import LastFactorError
 from idp.accounts.views import me
+from idp.auth import flow
 from idp.auth.forms import CardAnswerForm, EmptyForm
 from idp.auth.policy import Policy, policy
 from idp.auth.service import AccountUnavailableError
@@ -48,7 +48,7 @@ from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of
 
 bp = Blueprint("smartcard", __name__)
 
-SESSION_KEY = "card_login"
+KIND = "smartcard"
 TLS_PATH = "/login/card/tls"
 GENERIC_FAILURE = (
     _l("The sign-in with the card failed. Try again or use another sign-in method."),
@@ -201,7 +201,7 @@ def tls_login_url() -> str:
 
 
 def current_login() -> service.StartedLogin | None:
-    kept = session.get(SESSION_KEY) or {}
+    kept = flow.state().step(KIND)
     return service.resume_login(
         get_db(), transaction=kept.get("transaction"), code=kept.get("code"), clock=clock()
     )
@@ -212,20 +212,20 @@ def current_or_new_login() -> service.StartedLogin:
     started = current_login()
     if started is None:
         db = get_db()
-        service.discard_login(db, transaction=(session.get(SESSION_KEY) or {}).get("transaction"))
+        service.discard_login(db, transaction=session_transaction())
         started = service.start_login(db, clock=clock())
-        session[SESSION_KEY] = {"transaction": started.transaction, "code": started.code}
+        flow.state().set_step(KIND, {"transaction": started.transaction, "code": started.code})
     return started
 
 
 def session_transaction() -> str | None:
-    return (session.get(SESSION_KEY) or {}).get("transaction")
+    return flow.state().step(KIND).get("transaction")
 
 
 def render_login_page(started: service.StartedLogin, *, error: str | None = None, status=200):
     trust = card_trust()
     other_factors = []
-    if session.get("first_factor"):
+    if flow.state().first_factor is not None:
         other_factors = [
             f for f in offered_factors(first_factor_practitioner()) if f != "smartcard"
         ]
@@ -283,7 +283,7 @@ def finish():
         return render_refusal(*failure_message("throttled"))
     except service.REFUSED as exc:
         return render_refusal(*refusal(exc))
-    session.pop(SESSION_KEY, None)
+    flow.state().drop_step(KIND)
     complete_login(authentication)
     return after_login()
 
@@ -322,7 +322,7 @@ def complete():
             return render_login_page(pending, error=message, status=409)
         state = service.login_state(get_db(), transaction=session_transaction(), clock=clock())
         return render_refusal(*failure_message(state.failure or "transaction_invalid"))
-    session.pop(SESSION_KEY, None)
+    flow.state().drop_step(KIND)
     complete_login(authentication)
     return after_login()
 
@@ -447,7 +447,7 @@ def tls_return():
         return render_refusal(*refusal(exc))
     except service.TransactionInvalidError:
         return render_refusal(*failure_message("transaction_invalid"))
-    session.pop(SESSION_KEY, None)
+    flow.state().drop_step(KIND)
     complete_login(authentication)
     return after_login()
 

@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 from idp.auth import assurance, flow
 from idp.auth.contract import LastFactorError, LoginRestartError, MethodError, NoSuchEnrolmentError
 from idp.auth.enrolment import InvitationInvalidError, accept_invitation
+from idp.auth.errors import when_throttled
 from idp.auth.forms import CodeForm, EmptyForm
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
@@ -20,13 +21,11 @@ from idp.auth.views import (
     offered_factors,
     restart_login_page,
     second_step_attempt,
-    throttled_page,
 )
 from idp.db import get_db
 from idp.factors.totp import method as service
 from idp.factors.totp import verify as totp
 from idp.models import Practitioner, TotpDevice
-from idp.ratelimit import ThrottledError
 from idp.services import cipher, clock, methods, orchestrator, settings
 
 bp = Blueprint("totp", __name__)
@@ -81,14 +80,13 @@ def login():
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("login_totp.html", form=form, **context), status
+    when_throttled(
+        lambda message: render_template("login_totp.html", form=form, error=message, **context)
+    )
     try:
         authentication = orchestrator().authenticate(
             get_db(), methods()[KIND], second_step_attempt(practitioner), {"code": form.code.data}
         )
-    except ThrottledError as exc:
-        if exc.blocks("2fa.login"):
-            return restart_login_page()
-        return throttled_page("login_totp.html", form, exc.retry_after, **context)
     except LoginRestartError:
         return restart_login_page()
     except MethodError as exc:
