@@ -24,6 +24,13 @@ from idp import challenges
 from idp.accounts import service as accounts
 from idp.accounts.views import me
 from idp.auth import assurance, flow
+from idp.auth.contract import (
+    Attempt,
+    LastFactorError,
+    LoginRestartError,
+    MethodError,
+    NoSuchEnrolmentError,
+)
 from idp.auth.forms import (
     CredentialForm,
     CredentialNameForm,
@@ -31,12 +38,7 @@ from idp.auth.forms import (
     NewCredentialForm,
     PasswordLoginForm,
 )
-from idp.auth.service import (
-    AccountUnavailableError,
-    Authentication,
-    LoginError,
-    LoginRestartError,
-)
+from idp.auth.service import Authentication
 from idp.auth.views import (
     after_login,
     client_ip,
@@ -51,22 +53,43 @@ from idp.auth.views import (
 )
 from idp.db import get_db
 from idp.factors.webauthn import enrolment as keys
-from idp.factors.webauthn import login as login_service
 from idp.factors.webauthn import verify as wa
-from idp.factors.webauthn.login import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
+from idp.factors.webauthn.method import (
+    PASSKEY,
+    REGISTER,
+    SECOND_FACTOR,
+    NoCredentialError,
+    RelyingParty,
+    WebAuthnMethod,
+)
 from idp.models import Practitioner
 from idp.policy import Policy, current_auth, policy
 from idp.ratelimit import ThrottledError
-from idp.services import clock, settings, throttle
+from idp.services import clock, methods, orchestrator, settings
 
 bp = Blueprint("webauthn", __name__)
 
-REFUSED = (LoginError, wa.WebAuthnError, challenges.ChallengeError)
 REGISTRATION_REFUSED = (keys.WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError)
 
 
 def relying_party() -> RelyingParty:
     return RelyingParty.from_settings(settings())
+
+
+def method() -> WebAuthnMethod:
+    return methods()["webauthn"]
+
+
+def attempt(practitioner: Practitioner | None, *, login: str | None = None) -> Attempt:
+    """A login attempt for this browser: after ``practitioner``'s password, or a passkey."""
+    return Attempt(
+        client=current_client(),
+        now=clock().now(),
+        practitioner_id=practitioner.id if practitioner is not None else None,
+        login=login,
+        required_acr=required_acr,
+        context={"rp": relying_party()},
+    )
 
 
 def take_challenge(purpose: str) -> str | None:
@@ -102,38 +125,9 @@ def throttled_json(error: ThrottledError) -> Response:
     return json_error(message, 429, error.retry_after)
 
 
-def clone_message() -> str:
-    return _(
-        "This security key may have been copied, so it has been blocked to protect your "
-        "account. Use another sign-in method and tell your administrator."
-    )
-
-
-def login_failure(error: Exception) -> tuple[str, int]:
-    """The practitioner-facing reason for a refused assertion, and its status."""
-    if isinstance(error, wa.MalformedCredentialError):
-        return _("The response from your security key could not be read. Try again."), 400
-    if isinstance(error, challenges.ChallengeError):
-        return _("This sign-in request has expired. Try again."), 400
-    if isinstance(error, login_service.PossibleCloneError | login_service.CredentialBlockedError):
-        return clone_message(), 403
-    if isinstance(error, login_service.InsufficientLevelError):
-        return _(
-            "This passkey does not reach the security level the application asks for. "
-            "Use a certified security key or a smart card."
-        ), 403
-    if isinstance(error, AccountUnavailableError):
-        return _("This account is suspended. Contact your administrator."), 403
-    if isinstance(
-        error, login_service.UnknownCredentialError | login_service.UserHandleMismatchError
-    ):
-        return _("This security key or passkey is not registered for your account."), 401
-    if isinstance(error, wa.UserVerificationMissingError):
-        return _(
-            "The key did not verify your identity (PIN, fingerprint or face). Try again and "
-            "complete the verification."
-        ), 401
-    return _("The verification failed. Try again or use another sign-in method."), 401
+def login_failure(error: MethodError) -> tuple[str, int]:
+    """The practitioner-facing reason for a refused assertion (by its code), and its status."""
+    return method().message(error), error.status
 
 
 def registration_failure(error: Exception) -> tuple[str, int]:
@@ -168,17 +162,10 @@ def render_second_factor(form, *, error: str | None = None, status: int = 200):
 
 def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Authentication:
     """Verify the assertion against this session's challenge; None: a passkey names its owner."""
-    return login_service.finish_authentication(
-        get_db(),
-        rp=relying_party(),
-        credential_json=form.credential.data,
-        challenge_id=take_challenge(purpose),
-        practitioner=practitioner,
-        login=flow.first_factor().get("login") if practitioner is not None else None,
-        required_acr=required_acr,
-        client=current_client(),
-        throttle=throttle(),
-        clock=clock(),
+    login = flow.first_factor().get("login") if practitioner is not None else None
+    answer = {"credential": form.credential.data, "challenge_id": take_challenge(purpose)}
+    return orchestrator().authenticate(
+        get_db(), method(), attempt(practitioner, login=login), answer
     )
 
 
@@ -200,7 +187,7 @@ def login():
             return restart_login_page()
         factors = [f for f in offered_factors(practitioner) if f != "webauthn"]
         return throttled_page("login_webauthn.html", form, exc.retry_after, other_factors=factors)
-    except REFUSED as exc:
+    except MethodError as exc:
         message, status = login_failure(exc)
         return render_second_factor(form, error=message, status=status)
     complete_login(authentication)
@@ -213,21 +200,13 @@ def login_options():
     practitioner = first_factor_practitioner()
     drop_previous_challenge(SECOND_FACTOR)
     try:
-        options, challenge_id = login_service.begin_authentication(
-            get_db(),
-            rp=relying_party(),
-            practitioner=practitioner,
-            min_acr=required_acr(practitioner.id),
-            client=current_client(),
-            throttle=throttle(),
-            clock=clock(),
-        )
+        started = orchestrator().begin(get_db(), method(), attempt(practitioner))
     except ThrottledError as exc:
         return throttled_json(exc)
-    except login_service.NoCredentialError:
-        return json_error(_("No usable security key is registered for this account."), 400)
-    keep_challenge(SECOND_FACTOR, challenge_id)
-    return options_response(options)
+    except NoCredentialError as exc:
+        return json_error(*login_failure(exc))
+    keep_challenge(SECOND_FACTOR, started["challenge_id"])
+    return options_response(started["options"])
 
 
 # --------------------------------------------------------------------------- passkey
@@ -243,19 +222,11 @@ def render_login_error(message: str, status: int):
 def passkey_options():
     drop_previous_challenge(PASSKEY)
     try:
-        options, challenge_id = login_service.begin_authentication(
-            get_db(),
-            rp=relying_party(),
-            practitioner=None,
-            min_acr=None,
-            client=current_client(),
-            throttle=throttle(),
-            clock=clock(),
-        )
+        started = orchestrator().begin(get_db(), method(), attempt(None))
     except ThrottledError as exc:
         return throttled_json(exc)
-    keep_challenge(PASSKEY, challenge_id)
-    return options_response(options)
+    keep_challenge(PASSKEY, started["challenge_id"])
+    return options_response(started["options"])
 
 
 @bp.post("/login/passkey")
@@ -271,7 +242,7 @@ def passkey_login():
         message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
         body, status = render_login_error(message, 429)
         return body, status, {"Retry-After": str(exc.retry_after)}
-    except REFUSED as exc:
+    except MethodError as exc:
         return render_login_error(*login_failure(exc))
     complete_login(authentication)
     return after_login()
@@ -457,11 +428,9 @@ def remove(credential_id: int):
     if not form.validate_on_submit():
         abort(400)
     try:
-        keys.remove_credential(
-            get_db(), practitioner=me(), credential_id=credential_id, clock=clock()
-        )
-    except accounts.LastFactorError:
+        orchestrator().remove(get_db(), method(), me().id, credential_id, now=clock().now())
+    except LastFactorError:
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
-    except keys.NoSuchCredentialError:
+    except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home"), code=303)

@@ -12,13 +12,15 @@ import pytest
 
 from idp.accounts import service as accounts
 from idp.auth import assurance
+from idp.auth.contract import Attempt, InsufficientLevelError, LastFactorError
 from idp.auth.devices import Client
+from idp.auth.orchestrator import Orchestrator
 from idp.factors.webauthn import enrolment as keys
-from idp.factors.webauthn import login as login
+from idp.factors.webauthn import method as webauthn
 from idp.factors.webauthn import verify as wa
 from idp.models import PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
-from idp.services import cipher
+from idp.services import cipher, methods
 from tests.support.webauthn_crafting import (
     DEFAULT_ORIGIN,
     TEST_AAGUID,
@@ -55,10 +57,24 @@ def ca() -> AttestationCA:
     return AttestationCA()
 
 
-def relying_party(**overrides) -> login.RelyingParty:
+def relying_party(**overrides) -> webauthn.RelyingParty:
     values = dict(rp_id="localhost", name="IdP test", origins=(DEFAULT_ORIGIN,))
     values.update(overrides)
-    return login.RelyingParty(**values)
+    return webauthn.RelyingParty(**values)
+
+
+def orchestrator(db, clock) -> Orchestrator:
+    """The app's registry (every installed method), throttled on this test's database."""
+    return Orchestrator(methods(), DatabaseThrottle(db.get_bind(), clock))
+
+
+def passkey_attempt(clock, rp, *, required=None) -> Attempt:
+    return Attempt(
+        client=Client(ip="192.0.2.1"),
+        now=clock.now(),
+        required_acr=lambda _pid: required,
+        context={"rp": rp},
+    )
 
 
 def register(db, practitioner, clock, rp, *, attest=None, session_acr=None, **knobs):
@@ -87,29 +103,14 @@ def register(db, practitioner, clock, rp, *, attest=None, session_acr=None, **kn
 
 
 def passkey_login(db, clock, rp, authn, *, required=None, **knobs):
-    options, challenge_id = login.begin_authentication(
-        db,
-        rp=rp,
-        practitioner=None,
-        min_acr=None,
-        client=Client(ip="192.0.2.1"),
-        throttle=DatabaseThrottle(db.get_bind(), clock),
-        clock=clock,
-    )
+    method = methods()["webauthn"]
+    started = orchestrator(db, clock).begin(db, method, passkey_attempt(clock, rp))
     response = authn.authentication_response(
-        challenge=b64url_decode(json.loads(options)["challenge"]), **knobs
+        challenge=b64url_decode(json.loads(started["options"])["challenge"]), **knobs
     )
-    return login.finish_authentication(
-        db,
-        rp=rp,
-        credential_json=json.dumps(response),
-        challenge_id=challenge_id,
-        practitioner=None,
-        login=None,
-        required_acr=lambda _pid: required,
-        client=Client(ip="192.0.2.1"),
-        throttle=DatabaseThrottle(db.get_bind(), clock),
-        clock=clock,
+    answer = {"credential": json.dumps(response), "challenge_id": started["challenge_id"]}
+    return orchestrator(db, clock).authenticate(
+        db, method, passkey_attempt(clock, rp, required=required), answer
     )
 
 
@@ -137,7 +138,7 @@ def test_a_syncable_passkey_is_capped_at_phr_even_when_attested(db, practitioner
     result = passkey_login(db, clock, rp, authn, be=True, bs=True)
     assert result.acr == assurance.PHISHING_RESISTANT
     assert result.amr == ("swk", "user", "mfa")
-    with pytest.raises(login.InsufficientLevelError):
+    with pytest.raises(InsufficientLevelError):
         passkey_login(db, clock, rp, authn, be=True, bs=True, required=assurance.HIGH)
 
 
@@ -226,16 +227,21 @@ def test_binding_needs_the_accounts_level_capped_by_the_new_keys(db, practitione
 
 def test_the_last_usable_factor_cannot_be_removed(db, practitioner, clock):
     rp = relying_party()
+    method = methods()["webauthn"]
+
+    def remove(credential):
+        orchestrator(db, clock).remove(db, method, practitioner.id, credential.id, now=clock.now())
+
     _authn, first = register(db, practitioner, clock, rp)
-    with pytest.raises(accounts.LastFactorError):
-        keys.remove_credential(db, practitioner=practitioner, credential_id=first.id, clock=clock)
+    with pytest.raises(LastFactorError):
+        remove(first)
     _authn, second = register(db, practitioner, clock, rp, session_acr=assurance.HIGH)
     second.flagged_at = clock.now()  # a blocked key is no factor: it does not count...
     db.commit()
-    with pytest.raises(accounts.LastFactorError):
-        keys.remove_credential(db, practitioner=practitioner, credential_id=first.id, clock=clock)
+    with pytest.raises(LastFactorError):
+        remove(first)
     # ...and can always be removed.
-    keys.remove_credential(db, practitioner=practitioner, credential_id=second.id, clock=clock)
+    remove(second)
     assert db.get(WebAuthnCredential, second.id).removed_at == clock.now()
 
 
@@ -254,11 +260,11 @@ def test_a_counter_that_goes_back_flags_the_key(db, practitioner, clock):
     rp = relying_party()
     authn, row = register(db, practitioner, clock, rp)
     passkey_login(db, clock, rp, authn, sign_count=7)
-    with pytest.raises(login.PossibleCloneError):
+    with pytest.raises(webauthn.PossibleCloneError):
         passkey_login(db, clock, rp, authn, sign_count=6)
     db.expire_all()
     assert db.get(WebAuthnCredential, row.id).flagged_at == clock.now()
-    with pytest.raises(login.CredentialBlockedError):
+    with pytest.raises(webauthn.CredentialBlockedError):
         passkey_login(db, clock, rp, authn, sign_count=8)
 
 
