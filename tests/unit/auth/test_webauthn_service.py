@@ -9,6 +9,8 @@ import secrets
 import uuid
 
 import pytest
+from flask_babel import gettext
+from sqlalchemy import select
 
 from idp.accounts import service as accounts
 from idp.auth import assurance
@@ -18,7 +20,7 @@ from idp.auth.orchestrator import Orchestrator
 from idp.factors.webauthn import enrolment as keys
 from idp.factors.webauthn import method as webauthn
 from idp.factors.webauthn import verify as wa
-from idp.models import PractitionerStatus, WebAuthnCredential
+from idp.models import AuditEvent, PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
 from idp.services import cipher, methods
 from tests.support.webauthn_crafting import (
@@ -283,3 +285,46 @@ def test_user_handle_is_random_and_stable(db, practitioner, clock):
     assert practitioner.rpps.encode() not in first
     assert first != hashlib.sha256(practitioner.rpps.encode()).digest()
     assert secrets.compare_digest(first, practitioner.webauthn_user_handle)
+
+
+def test_a_clone_is_audited_once_as_such_and_once_as_a_failure(db, practitioner, clock):
+    """The flag and both events land in the refusal's one commit, after the rollback."""
+    rp = relying_party()
+    authn, row = register(db, practitioner, clock, rp)
+    passkey_login(db, clock, rp, authn, sign_count=7)
+    db.expire_all()  # the next request reads the stored counter afresh
+    with pytest.raises(webauthn.PossibleCloneError) as refused:
+        passkey_login(db, clock, rp, authn, sign_count=7)
+    assert refused.value.status == 403 and not db.in_transaction()
+    [clone] = audit_events(db, "auth:webauthn:possible_clone")
+    assert clone.practitioner_id == practitioner.id
+    assert clone.details == {"credential": row.id, "new_sign_count": 7, "stored_sign_count": 7}
+    [failed] = audit_events(db, "auth:webauthn:failed")
+    assert failed.practitioner_id == practitioner.id
+    assert failed.details["reason"] == "PossibleCloneError" and failed.details["passkey"]
+
+
+def test_refusals_are_named_by_stable_codes_with_their_messages(app):
+    method = app.extensions["idp.methods"]["webauthn"]
+    unreadable = webauthn.AssertionRefusedError(wa.MalformedCredentialError("x"))
+    assert (unreadable.code, unreadable.status) == ("MalformedCredentialError", 400)
+    no_uv = webauthn.AssertionRefusedError(wa.UserVerificationMissingError("x"))
+    assert (no_uv.code, no_uv.status) == ("UserVerificationMissingError", 401)
+    with app.test_request_context():  # the catalogue's texts, msgids unchanged
+        unreadable_text = "The response from your security key could not be read. Try again."
+        assert method.message(unreadable) == gettext(unreadable_text) != unreadable_text
+        assert method.message(webauthn.CredentialBlockedError()) == method.message(
+            webauthn.PossibleCloneError()
+        )
+        failed_text = "The verification failed. Try again or use another sign-in method."
+        assert method.message(wa_error("InvalidSignatureError")) == gettext(failed_text)
+        no_key_text = "No usable security key is registered for this account."
+        assert app.extensions["idp.methods"].message("no_credential") == gettext(no_key_text)
+
+
+def wa_error(name: str) -> webauthn.AssertionRefusedError:
+    return webauthn.AssertionRefusedError(getattr(wa, name)("x"))
+
+
+def audit_events(db, event: str) -> list[AuditEvent]:
+    return list(db.execute(select(AuditEvent).where(AuditEvent.event == event)).scalars())
