@@ -11,22 +11,17 @@ from idp.auth import flow
 from idp.auth.contract import Attempt
 from idp.auth.forms import EmptyForm, NewPasswordForm
 from idp.auth.policy import Policy, current_auth, policy
-from idp.auth.views import invitation_invalid
+from idp.auth.views import current_practitioner, invitation_invalid
 from idp.db import get_db
-from idp.models import Practitioner
 from idp.services import clock, methods
 
 bp = Blueprint("accounts", __name__)
 
 
-def me() -> Practitioner:
-    return get_db().get(Practitioner, current_auth().practitioner_id)
-
-
 @bp.get("/account")
 @policy(Policy.AUTHENTICATED, get_changes_state=False)
 def home():
-    practitioner = me()
+    practitioner = current_practitioner()
     return render_template(
         "account.html",
         practitioner=practitioner,

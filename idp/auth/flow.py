@@ -50,7 +50,7 @@ PENDING = "authz"
 NEXT = "next"
 COMPLETED = "auth"
 STEP_PREFIX = "step."
-IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP, "challenges")
+IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP)
 FAILED_EVENTS = (
     "auth:password:failed",
     "auth:totp:failed",

@@ -117,6 +117,11 @@ def login():
     return redirect(url_for("auth.second_factor"), code=303)
 
 
+def current_practitioner() -> Practitioner:
+    """The practitioner of this browser's completed login."""
+    return get_db().get(Practitioner, current_auth().practitioner_id)
+
+
 def invitation_invalid(status: int):
     message = _("This invitation link is invalid or has expired. Ask for a new one.")
     return render_template("error.html", message=message), status

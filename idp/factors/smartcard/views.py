@@ -25,7 +25,6 @@ from flask_babel import lazy_gettext as _l
 
 from idp import headers, jsonlimits
 from idp.accounts.service import LastFactorError
-from idp.accounts.views import me
 from idp.auth import flow
 from idp.auth.forms import CardAnswerForm, EmptyForm
 from idp.auth.policy import Policy, policy
@@ -34,6 +33,7 @@ from idp.auth.views import (
     after_login,
     client_ip,
     complete_login,
+    current_practitioner,
     first_factor_practitioner,
     login_context,
     offered_factors,
@@ -461,7 +461,9 @@ def remove(card_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        cards.remove_card(get_db(), practitioner=me(), card_id=card_id, clock=clock())
+        cards.remove_card(
+            get_db(), practitioner=current_practitioner(), card_id=card_id, clock=clock()
+        )
     except LastFactorError:
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
     except cards.NoSuchCardError:

@@ -1,8 +1,8 @@
-"""Security keys and passkeys on the account: registration, renaming, removal.
+"""Security keys and passkeys on the account: registration and renaming.
 
 Binding follows NIST-10: the login must be at least min(the account's strongest level, the new
-credential's level); removal follows the same last-factor rule as TOTP. Every change is audited,
-and removed credentials stay in the table (NIST-12).
+credential's level). Removal is the orchestrator's (idp.auth.orchestrator: the last-factor rule
+over every method). Every change is audited, and removed credentials stay in the table (NIST-12).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit, challenges
-from idp.accounts.service import AccountError, LastFactorError
+from idp.accounts.service import AccountError
 from idp.auth import assurance
-from idp.auth.service import highest_level, usable_factor_count
+from idp.auth.service import highest_level
 from idp.clock import Clock
 from idp.factors.webauthn import verify as wa
-from idp.factors.webauthn.login import REGISTER, RelyingParty, find_credential
+from idp.factors.webauthn.method import REGISTER, RelyingParty, find_credential
 from idp.models import Practitioner, WebAuthnCredential
 
 USER_HANDLE_BYTES = 32
@@ -240,24 +240,6 @@ def rename_credential(
     )
     db.commit()
     return credential
-
-
-def remove_credential(
-    db: Session, *, practitioner: Practitioner, credential_id: int, clock: Clock
-) -> None:
-    """Soft delete; a usable credential may go only if another usable factor remains."""
-    credential = owned_credential(db, practitioner=practitioner, credential_id=credential_id)
-    if credential.is_usable and usable_factor_count(db, practitioner.id, now=clock.now()) <= 1:
-        raise LastFactorError()
-    credential.removed_at = clock.now()
-    audit.record(
-        db,
-        "account:two_factor:method_removed",
-        practitioner_id=practitioner.id,
-        method="webauthn",
-        credential=credential.id,
-    )
-    db.commit()
 
 
 def listed_credentials(db: Session, *, practitioner_id: int) -> list[WebAuthnCredential]:

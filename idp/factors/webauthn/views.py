@@ -2,7 +2,8 @@
 
 Thin: services decide, these views turn typed errors into pages or JSON. Option endpoints are
 POSTs (global CSRF protection: static/js/webauthn.js sends X-CSRFToken) and keep the id of the
-challenge they issued in the server-side session, which binds it to this browser.
+challenge they issued in the login state (one piece per purpose), which binds it to this
+browser.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_babel import gettext as _
 
 from idp import challenges
-from idp.accounts import service as accounts
-from idp.accounts.views import me
 from idp.auth import assurance, flow
+from idp.auth.contract import (
+    Attempt,
+    LastFactorError,
+    LoginRestartError,
+    MethodError,
+    NoSuchEnrolmentError,
+)
+from idp.auth.enrolment import InvitationInvalidError, accept_invitation
+from idp.auth.errors import when_throttled
 from idp.auth.forms import (
     CredentialForm,
     CredentialNameForm,
@@ -32,36 +39,34 @@ from idp.auth.forms import (
     PasswordLoginForm,
 )
 from idp.auth.policy import Policy, current_auth, policy
-from idp.auth.service import (
-    AccountUnavailableError,
-    Authentication,
-    LoginError,
-    LoginRestartError,
-)
 from idp.auth.views import (
     after_login,
     client_ip,
     complete_login,
     current_client,
+    current_practitioner,
     first_factor_practitioner,
     login_context,
     offered_factors,
     required_acr,
     restart_login_page,
-    throttled_page,
 )
 from idp.db import get_db
 from idp.factors.webauthn import enrolment as keys
-from idp.factors.webauthn import login as login_service
 from idp.factors.webauthn import verify as wa
-from idp.factors.webauthn.login import PASSKEY, REGISTER, SECOND_FACTOR, RelyingParty
+from idp.factors.webauthn.method import (
+    PASSKEY,
+    REGISTER,
+    SECOND_FACTOR,
+    NoCredentialError,
+    RelyingParty,
+    WebAuthnMethod,
+)
 from idp.models import Practitioner
-from idp.ratelimit import ThrottledError
-from idp.services import clock, settings, throttle
+from idp.services import clock, methods, orchestrator, settings
 
 bp = Blueprint("webauthn", __name__)
 
-REFUSED = (LoginError, wa.WebAuthnError, challenges.ChallengeError)
 REGISTRATION_REFUSED = (keys.WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError)
 
 
@@ -69,16 +74,32 @@ def relying_party() -> RelyingParty:
     return RelyingParty.from_settings(settings())
 
 
+def method() -> WebAuthnMethod:
+    return methods()["webauthn"]
+
+
+def attempt(practitioner: Practitioner | None, *, login: str | None = None) -> Attempt:
+    """A login attempt for this browser: after ``practitioner``'s password, or a passkey."""
+    return Attempt(
+        client=current_client(),
+        now=clock().now(),
+        practitioner_id=practitioner.id if practitioner is not None else None,
+        login=login,
+        required_acr=required_acr,
+        context={"rp": relying_party()},
+    )
+
+
 def take_challenge(purpose: str) -> str | None:
     """The id issued to this browser for ``purpose``; a second use finds nothing."""
-    kept = dict(session.get("challenges") or {})
-    challenge_id = kept.pop(purpose, None)
-    session["challenges"] = kept
+    state = flow.state()
+    challenge_id = state.step(purpose).get("challenge")
+    state.drop_step(purpose)
     return challenge_id
 
 
 def keep_challenge(purpose: str, challenge_id: str) -> None:
-    session["challenges"] = {**(session.get("challenges") or {}), purpose: challenge_id}
+    flow.state().set_step(purpose, {"challenge": challenge_id})
 
 
 def drop_previous_challenge(purpose: str) -> None:
@@ -89,51 +110,16 @@ def options_response(options_json: str) -> Response:
     return Response(options_json, mimetype="application/json")
 
 
-def json_error(message: str, status: int, retry_after: int | None = None) -> Response:
-    response = jsonify(error=message)
+def json_error(code: str, message: str, status: int) -> Response:
+    """Script calls get ``{"error": code, "message": text}``, like the throttle's answer."""
+    response = jsonify(error=code, message=message)
     response.status_code = status
-    if retry_after:
-        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
-def throttled_json(error: ThrottledError) -> Response:
-    message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=error.retry_after)
-    return json_error(message, 429, error.retry_after)
-
-
-def clone_message() -> str:
-    return _(
-        "This security key may have been copied, so it has been blocked to protect your "
-        "account. Use another sign-in method and tell your administrator."
-    )
-
-
-def login_failure(error: Exception) -> tuple[str, int]:
-    """The practitioner-facing reason for a refused assertion, and its status."""
-    if isinstance(error, wa.MalformedCredentialError):
-        return _("The response from your security key could not be read. Try again."), 400
-    if isinstance(error, challenges.ChallengeError):
-        return _("This sign-in request has expired. Try again."), 400
-    if isinstance(error, login_service.PossibleCloneError | login_service.CredentialBlockedError):
-        return clone_message(), 403
-    if isinstance(error, login_service.InsufficientLevelError):
-        return _(
-            "This passkey does not reach the security level the application asks for. "
-            "Use a certified security key or a smart card."
-        ), 403
-    if isinstance(error, AccountUnavailableError):
-        return _("This account is suspended. Contact your administrator."), 403
-    if isinstance(
-        error, login_service.UnknownCredentialError | login_service.UserHandleMismatchError
-    ):
-        return _("This security key or passkey is not registered for your account."), 401
-    if isinstance(error, wa.UserVerificationMissingError):
-        return _(
-            "The key did not verify your identity (PIN, fingerprint or face). Try again and "
-            "complete the verification."
-        ), 401
-    return _("The verification failed. Try again or use another sign-in method."), 401
+def login_failure(error: MethodError) -> tuple[str, int]:
+    """The practitioner-facing reason for a refused assertion (by its code), and its status."""
+    return method().message(error), error.status
 
 
 def registration_failure(error: Exception) -> tuple[str, int]:
@@ -166,19 +152,12 @@ def render_second_factor(form, *, error: str | None = None, status: int = 200):
     return render_template("login_webauthn.html", form=form, error=error, **context), status
 
 
-def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> Authentication:
+def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> flow.Authentication:
     """Verify the assertion against this session's challenge; None: a passkey names its owner."""
-    return login_service.finish_authentication(
-        get_db(),
-        rp=relying_party(),
-        credential_json=form.credential.data,
-        challenge_id=take_challenge(purpose),
-        practitioner=practitioner,
-        login=flow.first_factor().get("login") if practitioner is not None else None,
-        required_acr=required_acr,
-        client=current_client(),
-        throttle=throttle(),
-        clock=clock(),
+    login = flow.state().first_factor.login if practitioner is not None else None
+    answer = {"credential": form.credential.data, "challenge_id": take_challenge(purpose)}
+    return orchestrator().authenticate(
+        get_db(), method(), attempt(practitioner, login=login), answer
     )
 
 
@@ -191,16 +170,12 @@ def login():
     form = CredentialForm()
     if not form.validate_on_submit():
         return render_second_factor(form, status=400 if request.method == "POST" else 200)
+    when_throttled(lambda message: render_second_factor(form, error=message)[0])
     try:
         authentication = finish_login(form, purpose=SECOND_FACTOR, practitioner=practitioner)
     except LoginRestartError:
         return restart_login_page()
-    except ThrottledError as exc:
-        if exc.blocks("2fa.login"):
-            return restart_login_page()
-        factors = [f for f in offered_factors(practitioner) if f != "webauthn"]
-        return throttled_page("login_webauthn.html", form, exc.retry_after, other_factors=factors)
-    except REFUSED as exc:
+    except MethodError as exc:
         message, status = login_failure(exc)
         return render_second_factor(form, error=message, status=status)
     complete_login(authentication)
@@ -213,21 +188,11 @@ def login_options():
     practitioner = first_factor_practitioner()
     drop_previous_challenge(SECOND_FACTOR)
     try:
-        options, challenge_id = login_service.begin_authentication(
-            get_db(),
-            rp=relying_party(),
-            practitioner=practitioner,
-            min_acr=required_acr(practitioner.id),
-            client=current_client(),
-            throttle=throttle(),
-            clock=clock(),
-        )
-    except ThrottledError as exc:
-        return throttled_json(exc)
-    except login_service.NoCredentialError:
-        return json_error(_("No usable security key is registered for this account."), 400)
-    keep_challenge(SECOND_FACTOR, challenge_id)
-    return options_response(options)
+        started = orchestrator().begin(get_db(), method(), attempt(practitioner))
+    except NoCredentialError as exc:
+        return json_error(exc.code, *login_failure(exc))
+    keep_challenge(SECOND_FACTOR, started["challenge_id"])
+    return options_response(started["options"])
 
 
 # --------------------------------------------------------------------------- passkey
@@ -242,20 +207,9 @@ def render_login_error(message: str, status: int):
 @policy(Policy.PUBLIC)
 def passkey_options():
     drop_previous_challenge(PASSKEY)
-    try:
-        options, challenge_id = login_service.begin_authentication(
-            get_db(),
-            rp=relying_party(),
-            practitioner=None,
-            min_acr=None,
-            client=current_client(),
-            throttle=throttle(),
-            clock=clock(),
-        )
-    except ThrottledError as exc:
-        return throttled_json(exc)
-    keep_challenge(PASSKEY, challenge_id)
-    return options_response(options)
+    started = orchestrator().begin(get_db(), method(), attempt(None))
+    keep_challenge(PASSKEY, started["challenge_id"])
+    return options_response(started["options"])
 
 
 @bp.post("/login/passkey")
@@ -265,13 +219,10 @@ def passkey_login():
     form = CredentialForm()
     if not form.validate_on_submit():
         return render_login_error(_("The passkey sign-in was incomplete. Try again."), 400)
+    when_throttled(lambda message: render_login_error(message, 429)[0])
     try:
         authentication = finish_login(form, purpose=PASSKEY, practitioner=None)
-    except ThrottledError as exc:
-        message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
-        body, status = render_login_error(message, 429)
-        return body, status, {"Retry-After": str(exc.retry_after)}
-    except REFUSED as exc:
+    except MethodError as exc:
         return render_login_error(*login_failure(exc))
     complete_login(authentication)
     return after_login()
@@ -291,14 +242,14 @@ def enrolling_practitioner() -> Practitioner | None:
 def enrol_options():
     practitioner = enrolling_practitioner()
     if practitioner is None:
-        return json_error(_("This request has expired. Try again."), 400)
+        return json_error("expired", _("This request has expired. Try again."), 400)
     drop_previous_challenge(REGISTER)
     try:
         options, challenge_id = keys.begin_registration(
             get_db(), rp=relying_party(), practitioner=practitioner, session_acr=None, clock=clock()
         )
     except keys.BindingLevelError as exc:
-        return json_error(registration_failure(exc)[0], 403)
+        return json_error("binding_level", registration_failure(exc)[0], 403)
     keep_challenge(REGISTER, challenge_id)
     return options_response(options)
 
@@ -329,18 +280,18 @@ def enrol():
             ip=client_ip(),
             clock=clock(),
         )
-        accounts.accept_invitation(db, invitation=invitation, clock=clock())
+        accept_invitation(db, invitation=invitation, now=clock().now())
     except REGISTRATION_REFUSED as exc:
         message, status = registration_failure(exc)
         return render_template("error.html", message=message), status
-    except accounts.InvitationInvalidError:
+    except InvitationInvalidError:
         db.rollback()
         message = _("This invitation link is invalid or has expired. Ask for a new one.")
         return render_template("error.html", message=message), 409
     db.commit()
     level = assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
     amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
-    complete_login(Authentication(practitioner.id, tuple(amr), level))
+    complete_login(flow.Authentication(practitioner.id, tuple(amr), level))
     return after_login()
 
 
@@ -351,9 +302,7 @@ def step_up_for_binding(practitioner_id: int, acr: str):
     """NIST-10: sign in again at ``acr`` (with an existing key), then come back here.
 
     Only from the step-up button (a POST): it ends the current login."""
-    session["step_up"] = {"pid": practitioner_id, "acr": acr}
-    session["next"] = url_for("webauthn.add")
-    session.pop("auth", None)
+    flow.state().require_step_up(practitioner_id, acr, then=url_for("webauthn.add"))
     return redirect(url_for("auth.login"), code=303)
 
 
@@ -364,7 +313,7 @@ def render_add(form, *, error: str | None = None, status: int = 200):
 @bp.route("/account/webauthn/add", methods=["GET", "POST"])
 @policy(Policy.RECENT_STRONG, get_changes_state=False)
 def add():
-    practitioner = me()
+    practitioner = current_practitioner()
     db = get_db()
     if request.method == "GET":
         try:
@@ -372,7 +321,7 @@ def add():
                 db,
                 practitioner_id=practitioner.id,
                 new_level=assurance.PHISHING_RESISTANT,
-                session_acr=current_auth()["acr"],
+                session_acr=current_auth().acr,
             )
         except keys.BindingLevelError:
             return render_template("webauthn_step_up.html", form=EmptyForm()), 403
@@ -387,7 +336,7 @@ def add():
             credential_json=form.credential.data,
             challenge_id=take_challenge(REGISTER),
             name=form.name.data or _("Security key"),
-            session_acr=current_auth()["acr"],
+            session_acr=current_auth().acr,
             ip=client_ip(),
             clock=clock(),
         )
@@ -402,13 +351,13 @@ def add():
 @policy(Policy.RECENT_STRONG)
 def add_step_up():
     """The button on the page that says a stronger login is needed to add a key."""
-    practitioner = me()
+    practitioner = current_practitioner()
     try:
         keys.check_binding_level(
             get_db(),
             practitioner_id=practitioner.id,
             new_level=assurance.PHISHING_RESISTANT,
-            session_acr=current_auth()["acr"],
+            session_acr=current_auth().acr,
         )
     except keys.BindingLevelError as exc:
         return step_up_for_binding(practitioner.id, exc.required_acr)
@@ -423,12 +372,12 @@ def add_options():
         options, challenge_id = keys.begin_registration(
             get_db(),
             rp=relying_party(),
-            practitioner=me(),
-            session_acr=current_auth()["acr"],
+            practitioner=current_practitioner(),
+            session_acr=current_auth().acr,
             clock=clock(),
         )
     except keys.BindingLevelError as exc:
-        return json_error(registration_failure(exc)[0], 403)
+        return json_error("binding_level", registration_failure(exc)[0], 403)
     keep_challenge(REGISTER, challenge_id)
     return options_response(options)
 
@@ -441,7 +390,10 @@ def rename(credential_id: int):
         abort(400)
     try:
         keys.rename_credential(
-            get_db(), practitioner=me(), credential_id=credential_id, name=form.name.data
+            get_db(),
+            practitioner=current_practitioner(),
+            credential_id=credential_id,
+            name=form.name.data,
         )
     except keys.NoSuchCredentialError:
         abort(404)
@@ -457,11 +409,11 @@ def remove(credential_id: int):
     if not form.validate_on_submit():
         abort(400)
     try:
-        keys.remove_credential(
-            get_db(), practitioner=me(), credential_id=credential_id, clock=clock()
+        orchestrator().remove(
+            get_db(), method(), current_practitioner().id, credential_id, now=clock().now()
         )
-    except accounts.LastFactorError:
+    except LastFactorError:
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
-    except keys.NoSuchCredentialError:
+    except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home"), code=303)

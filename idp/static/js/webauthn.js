@@ -174,7 +174,8 @@
     if (!response.ok || !body) {
       var error = new Error("options request failed");
       error.name = "OptionsError";
-      error.serverMessage = body && typeof body.error === "string" ? body.error : null;
+      var text = body && (body.message || body.error);
+      error.serverMessage = typeof text === "string" ? text : null;
       throw error;
     }
     return body.publicKey || body;

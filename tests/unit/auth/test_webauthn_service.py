@@ -9,17 +9,21 @@ import secrets
 import uuid
 
 import pytest
+from flask_babel import gettext
+from sqlalchemy import select
 
 from idp.accounts import service as accounts
 from idp.auth import assurance
+from idp.auth.contract import Attempt, InsufficientLevelError, LastFactorError
 from idp.auth.devices import Client
+from idp.auth.orchestrator import Orchestrator
 from idp.factors.totp import method as totp_method
 from idp.factors.webauthn import enrolment as keys
-from idp.factors.webauthn import login as login
+from idp.factors.webauthn import method as webauthn
 from idp.factors.webauthn import verify as wa
-from idp.models import PractitionerStatus, WebAuthnCredential
+from idp.models import AuditEvent, PractitionerStatus, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
-from idp.services import cipher
+from idp.services import cipher, methods
 from tests.support.webauthn_crafting import (
     DEFAULT_ORIGIN,
     TEST_AAGUID,
@@ -56,10 +60,24 @@ def ca() -> AttestationCA:
     return AttestationCA()
 
 
-def relying_party(**overrides) -> login.RelyingParty:
+def relying_party(**overrides) -> webauthn.RelyingParty:
     values = dict(rp_id="localhost", name="IdP test", origins=(DEFAULT_ORIGIN,))
     values.update(overrides)
-    return login.RelyingParty(**values)
+    return webauthn.RelyingParty(**values)
+
+
+def orchestrator(db, clock) -> Orchestrator:
+    """The app's registry (every installed method), throttled on this test's database."""
+    return Orchestrator(methods(), DatabaseThrottle(db.get_bind(), clock))
+
+
+def passkey_attempt(clock, rp, *, required=None) -> Attempt:
+    return Attempt(
+        client=Client(ip="192.0.2.1"),
+        now=clock.now(),
+        required_acr=lambda _pid: required,
+        context={"rp": rp},
+    )
 
 
 def register(db, practitioner, clock, rp, *, attest=None, session_acr=None, **knobs):
@@ -88,29 +106,14 @@ def register(db, practitioner, clock, rp, *, attest=None, session_acr=None, **kn
 
 
 def passkey_login(db, clock, rp, authn, *, required=None, **knobs):
-    options, challenge_id = login.begin_authentication(
-        db,
-        rp=rp,
-        practitioner=None,
-        min_acr=None,
-        client=Client(ip="192.0.2.1"),
-        throttle=DatabaseThrottle(db.get_bind(), clock),
-        clock=clock,
-    )
+    method = methods()["webauthn"]
+    started = orchestrator(db, clock).begin(db, method, passkey_attempt(clock, rp))
     response = authn.authentication_response(
-        challenge=b64url_decode(json.loads(options)["challenge"]), **knobs
+        challenge=b64url_decode(json.loads(started["options"])["challenge"]), **knobs
     )
-    return login.finish_authentication(
-        db,
-        rp=rp,
-        credential_json=json.dumps(response),
-        challenge_id=challenge_id,
-        practitioner=None,
-        login=None,
-        required_acr=lambda _pid: required,
-        client=Client(ip="192.0.2.1"),
-        throttle=DatabaseThrottle(db.get_bind(), clock),
-        clock=clock,
+    answer = {"credential": json.dumps(response), "challenge_id": started["challenge_id"]}
+    return orchestrator(db, clock).authenticate(
+        db, method, passkey_attempt(clock, rp, required=required), answer
     )
 
 
@@ -138,7 +141,7 @@ def test_a_syncable_passkey_is_capped_at_phr_even_when_attested(db, practitioner
     result = passkey_login(db, clock, rp, authn, be=True, bs=True)
     assert result.acr == assurance.PHISHING_RESISTANT
     assert result.amr == ("swk", "user", "mfa")
-    with pytest.raises(login.InsufficientLevelError):
+    with pytest.raises(InsufficientLevelError):
         passkey_login(db, clock, rp, authn, be=True, bs=True, required=assurance.HIGH)
 
 
@@ -227,16 +230,21 @@ def test_binding_needs_the_accounts_level_capped_by_the_new_keys(db, practitione
 
 def test_the_last_usable_factor_cannot_be_removed(db, practitioner, clock):
     rp = relying_party()
+    method = methods()["webauthn"]
+
+    def remove(credential):
+        orchestrator(db, clock).remove(db, method, practitioner.id, credential.id, now=clock.now())
+
     _authn, first = register(db, practitioner, clock, rp)
-    with pytest.raises(accounts.LastFactorError):
-        keys.remove_credential(db, practitioner=practitioner, credential_id=first.id, clock=clock)
+    with pytest.raises(LastFactorError):
+        remove(first)
     _authn, second = register(db, practitioner, clock, rp, session_acr=assurance.HIGH)
     second.flagged_at = clock.now()  # a blocked key is no factor: it does not count...
     db.commit()
-    with pytest.raises(accounts.LastFactorError):
-        keys.remove_credential(db, practitioner=practitioner, credential_id=first.id, clock=clock)
+    with pytest.raises(LastFactorError):
+        remove(first)
     # ...and can always be removed.
-    keys.remove_credential(db, practitioner=practitioner, credential_id=second.id, clock=clock)
+    remove(second)
     assert db.get(WebAuthnCredential, second.id).removed_at == clock.now()
 
 
@@ -255,11 +263,11 @@ def test_a_counter_that_goes_back_flags_the_key(db, practitioner, clock):
     rp = relying_party()
     authn, row = register(db, practitioner, clock, rp)
     passkey_login(db, clock, rp, authn, sign_count=7)
-    with pytest.raises(login.PossibleCloneError):
+    with pytest.raises(webauthn.PossibleCloneError):
         passkey_login(db, clock, rp, authn, sign_count=6)
     db.expire_all()
     assert db.get(WebAuthnCredential, row.id).flagged_at == clock.now()
-    with pytest.raises(login.CredentialBlockedError):
+    with pytest.raises(webauthn.CredentialBlockedError):
         passkey_login(db, clock, rp, authn, sign_count=8)
 
 
@@ -278,3 +286,46 @@ def test_user_handle_is_random_and_stable(db, practitioner, clock):
     assert practitioner.rpps.encode() not in first
     assert first != hashlib.sha256(practitioner.rpps.encode()).digest()
     assert secrets.compare_digest(first, practitioner.webauthn_user_handle)
+
+
+def test_a_clone_is_audited_once_as_such_and_once_as_a_failure(db, practitioner, clock):
+    """The flag and both events land in the refusal's one commit, after the rollback."""
+    rp = relying_party()
+    authn, row = register(db, practitioner, clock, rp)
+    passkey_login(db, clock, rp, authn, sign_count=7)
+    db.expire_all()  # the next request reads the stored counter afresh
+    with pytest.raises(webauthn.PossibleCloneError) as refused:
+        passkey_login(db, clock, rp, authn, sign_count=7)
+    assert refused.value.status == 403 and not db.in_transaction()
+    [clone] = audit_events(db, "auth:webauthn:possible_clone")
+    assert clone.practitioner_id == practitioner.id
+    assert clone.details == {"credential": row.id, "new_sign_count": 7, "stored_sign_count": 7}
+    [failed] = audit_events(db, "auth:webauthn:failed")
+    assert failed.practitioner_id == practitioner.id
+    assert failed.details["reason"] == "PossibleCloneError" and failed.details["passkey"]
+
+
+def test_refusals_are_named_by_stable_codes_with_their_messages(app):
+    method = app.extensions["idp.methods"]["webauthn"]
+    unreadable = webauthn.AssertionRefusedError(wa.MalformedCredentialError("x"))
+    assert (unreadable.code, unreadable.status) == ("MalformedCredentialError", 400)
+    no_uv = webauthn.AssertionRefusedError(wa.UserVerificationMissingError("x"))
+    assert (no_uv.code, no_uv.status) == ("UserVerificationMissingError", 401)
+    with app.test_request_context():  # the catalogue's texts, msgids unchanged
+        unreadable_text = "The response from your security key could not be read. Try again."
+        assert method.message(unreadable) == gettext(unreadable_text) != unreadable_text
+        assert method.message(webauthn.CredentialBlockedError()) == method.message(
+            webauthn.PossibleCloneError()
+        )
+        failed_text = "The verification failed. Try again or use another sign-in method."
+        assert method.message(wa_error("InvalidSignatureError")) == gettext(failed_text)
+        no_key_text = "No usable security key is registered for this account."
+        assert app.extensions["idp.methods"].message("no_credential") == gettext(no_key_text)
+
+
+def wa_error(name: str) -> webauthn.AssertionRefusedError:
+    return webauthn.AssertionRefusedError(getattr(wa, name)("x"))
+
+
+def audit_events(db, event: str) -> list[AuditEvent]:
+    return list(db.execute(select(AuditEvent).where(AuditEvent.event == event)).scalars())
