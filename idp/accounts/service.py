@@ -14,19 +14,11 @@ from idp.auth.enrolment import InvitationInvalidError, accept_invitation  # noqa
 from idp.clock import Clock
 from idp.crypto import hash_password, hash_token, new_token
 from idp.models import Invitation, Practitioner, PractitionerStatus
+from idp.professions import PROFESSIONS
 
 INVITATION_TTL = dt.timedelta(days=3)
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
-PROFESSIONS = {
-    "10": "Médecin", "21": "Pharmacien", "26": "Audioprothésiste", "28": "Opticien-Lunetier",
-    "31": "Assistant dentaire", "32": "Physicien médical", "40": "Chirurgien-Dentiste",
-    "50": "Sage-Femme", "60": "Infirmier", "69": "Infirmier psychiatrique",
-    "70": "Masseur-Kinésithérapeute", "80": "Pédicure-Podologue",
-    "86": "Technicien de laboratoire médical", "91": "Orthophoniste", "92": "Orthoptiste",
-    "94": "Ergothérapeute", "95": "Diététicien", "96": "Psychomotricien",
-    "98": "Manipulateur ERM",
-}  # fmt: skip
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 

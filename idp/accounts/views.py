@@ -13,6 +13,7 @@ from idp.auth.forms import EmptyForm, NewPasswordForm
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import current_practitioner, invitation_invalid
 from idp.db import get_db
+from idp.professions import PROFESSIONS
 from idp.services import clock, methods
 
 bp = Blueprint("accounts", __name__)
@@ -25,7 +26,7 @@ def home():
     return render_template(
         "account.html",
         practitioner=practitioner,
-        profession=service.PROFESSIONS.get(practitioner.profession_code, ""),
+        profession=PROFESSIONS.get(practitioner.profession_code, ""),
         enrolments=methods().enrolments(get_db(), practitioner.id, now=clock().now()),
         now=clock().now(),
         auth=current_auth(),

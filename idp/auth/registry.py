@@ -65,6 +65,16 @@ class Registry:
         levels = self.levels(db, practitioner_id, now=now).values()
         return max(levels, key=assurance.rank) if levels else None
 
+    def binding_requirement(
+        self, db: Session, practitioner_id: int, *, new_level: str, now: dt.datetime
+    ) -> str | None:
+        """NIST-10: binding a factor needs a login at min(the strongest level the account's
+        factors reach, the new factor's level); None for an account with no factor yet."""
+        current = self.highest_level(db, practitioner_id, now=now)
+        if current is None:
+            return None
+        return min(current, new_level, key=assurance.rank)
+
     def offered(
         self, db: Session, practitioner_id: int, *, required_acr: str | None, now: dt.datetime
     ) -> list[str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from idp.accounts.service import PROFESSIONS
 from idp.models import Practitioner
+from idp.professions import PROFESSIONS
 
 SCOPES_SUPPORTED = ("openid", "profile", "email", "rpps")
 CLAIMS_SUPPORTED = (

@@ -15,21 +15,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit, challenges
-from idp.accounts.service import AccountError
 from idp.auth import assurance
-from idp.auth.service import highest_level
 from idp.clock import Clock
 from idp.factors.webauthn import verify as wa
 from idp.factors.webauthn.method import REGISTER, RelyingParty, find_credential
 from idp.models import Practitioner, WebAuthnCredential
+from idp.services import clock as app_clock
+from idp.services import methods
 
 USER_HANDLE_BYTES = 32
 MAX_NAME_LENGTH = 64
 KNOWN_TRANSPORTS = ("usb", "nfc", "ble", "smart-card", "hybrid", "internal")
 
 
-class WebAuthnAccountError(AccountError):
-    pass
+class WebAuthnAccountError(Exception):
+    """A registration or rename refused by this package."""
 
 
 class DuplicateCredentialError(WebAuthnAccountError):
@@ -75,11 +75,10 @@ def user_handle(db: Session, *, practitioner: Practitioner) -> bytes:
 
 
 def binding_requirement(db: Session, *, practitioner_id: int, new_level: str) -> str | None:
-    """NIST-10: min(strongest level on the account, level of the new authenticator)."""
-    current = highest_level(db, practitioner_id)
-    if current is None:
-        return None
-    return min(current, new_level, key=assurance.rank)
+    """NIST-10, over every method: see ``Registry.binding_requirement``."""
+    return methods().binding_requirement(
+        db, practitioner_id, new_level=new_level, now=app_clock().now()
+    )
 
 
 def check_binding_level(

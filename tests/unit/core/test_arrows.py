@@ -249,7 +249,7 @@ SYNTHETIC = """
 from typing import TYPE_CHECKING
 
 from idp.auth import contract
-from idp.factors.webauthn import login
+from idp.factors.webauthn import method
 from . import verify
 import flask
 
@@ -270,7 +270,7 @@ def test_the_checker_catches_forbidden_imports():
     assert imported == {
         "typing",
         "idp.auth.contract",
-        "idp.factors.webauthn.login",
+        "idp.factors.webauthn.method",
         "idp.factors.totp.verify",
         "flask",
         "idp.accounts.service",
@@ -279,7 +279,7 @@ def test_the_checker_catches_forbidden_imports():
     new, _ = compare(found, TABLE.known)
     assert new == [
         "idp.factors.totp.synthetic -> idp.accounts.service (factor may not import accounts)",
-        "idp.factors.totp.synthetic -> idp.factors.webauthn.login"
+        "idp.factors.totp.synthetic -> idp.factors.webauthn.method"
         " (factor idp.factors.totp may not import factor idp.factors.webauthn)",
     ]
 
