@@ -60,6 +60,8 @@ class Settings:
     """The card host's ``/login/card/tls`` URL (default: the issuer's own, one proxy host)."""
     trusted_proxies: tuple = ()
     """Reverse proxies whose ``X-Forwarded-For`` names the client (``idp.forwarded``)."""
+    rate_limits: dict = field(default_factory=dict)
+    """Operator overrides of named limiters (``IDP_RATE_LIMITS``, ``idp.ratelimit``)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -208,7 +210,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         smartcard_tls_url=parse_card_host_url(env.get("IDP_SMARTCARD_TLS_URL", "")),
         trusted_proxies=load_trusted_proxies(env),
+        rate_limits=load_rate_limits(env),
     )
+
+
+def load_rate_limits(env: dict[str, str]) -> dict:
+    from idp.ratelimit import parse_overrides
+
+    try:
+        return parse_overrides(env.get("IDP_RATE_LIMITS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"IDP_RATE_LIMITS: {exc}") from exc
 
 
 def load_trusted_proxies(env: dict[str, str]) -> tuple:

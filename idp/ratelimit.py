@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sqlalchemy import delete, select, update
@@ -98,6 +98,33 @@ def limiter_of(counter_key: str) -> str:
 
 def limit_of(counter_key: str) -> Limit:
     return LIMITS[limiter_of(counter_key)]
+
+
+def configured(overrides: Mapping[str, Limit]) -> dict[str, Limit]:
+    """The named limiters with an operator's overrides (``IDP_RATE_LIMITS``)."""
+    unknown = sorted(set(overrides) - set(LIMITS))
+    if unknown:
+        raise KeyError(f"no limiter named {', '.join(unknown)}")
+    return {**LIMITS, **overrides}
+
+
+def parse_overrides(value: str) -> dict[str, Limit]:
+    """``login.account=20/100, 2fa.ip=80``: free failures, and optionally the ceiling."""
+    overrides: dict[str, Limit] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, spec = item.partition("=")
+        name = name.strip()
+        free, _, ceiling = spec.strip().partition("/")
+        if name not in LIMITS or not free.isdigit() or (ceiling and not ceiling.isdigit()):
+            raise ValueError(f"{item!r} is not <limiter>=<free>[/<ceiling>] of a known limiter")
+        base = LIMITS[name]
+        top = int(ceiling) if ceiling else base.ceiling
+        if top is not None and (top < 1 or top > CONSECUTIVE_FAILURE_CEILING or top < int(free)):
+            raise ValueError(f"{item!r}: the ceiling must be between free and 100 (NIST 800-63B)")
+        overrides[name] = Limit(
+            free=int(free), ceiling=top, ttl=base.ttl, on_success=base.on_success
+        )
+    return overrides
 
 
 def delay_after(failures: int, free: int) -> int:
@@ -180,9 +207,13 @@ class DatabaseThrottle:
     statements).
     """
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock, limits: Mapping[str, Limit] = LIMITS) -> None:
         self._engine = engine
         self._clock = clock
+        self._limits = limits
+
+    def _limit(self, counter_key: str) -> Limit:
+        return self._limits[limiter_of(counter_key)]
 
     @staticmethod
     def _locked_row(conn, counter_key: str, now: dt.datetime):
@@ -207,7 +238,7 @@ class DatabaseThrottle:
         blocking: list[str] = []
         with self._engine.begin() as conn:
             for counter_key in ordered:
-                limit = limit_of(counter_key)
+                limit = self._limit(counter_key)
                 row = self._locked_row(conn, counter_key, now)
                 key_wait, failures = _wait(
                     limit,
@@ -223,7 +254,7 @@ class DatabaseThrottle:
             if wait:
                 raise ThrottledError(wait, keys=blocking)  # rolled back: nothing counted
             for counter_key, failures in counts.items():
-                delay = delay_after(failures, limit_of(counter_key).free)
+                delay = delay_after(failures, self._limit(counter_key).free)
                 conn.execute(
                     update(ThrottleCounter.__table__)
                     .where(ThrottleCounter.key == counter_key)
@@ -236,8 +267,8 @@ class DatabaseThrottle:
         return Reservation(counts)
 
     def succeeded(self, reservation: Reservation) -> None:
-        reset = [k for k in reservation.keys if limit_of(k).on_success == RESET]
-        release = [k for k in reservation.keys if limit_of(k).on_success == RELEASE]
+        reset = [k for k in reservation.keys if self._limit(k).on_success == RESET]
+        release = [k for k in reservation.keys if self._limit(k).on_success == RELEASE]
         with self._engine.begin() as conn:
             if reset:
                 conn.execute(
@@ -267,7 +298,7 @@ class DatabaseThrottle:
         if row is None:
             return 0
         return _wait(
-            limit_of(key),
+            self._limit(key),
             failures=row.failures,
             blocked_until=_as_utc(row.blocked_until).timestamp(),
             last_failure=_as_utc(row.last_failure_at).timestamp(),
@@ -328,10 +359,20 @@ return 0
 
 
 class RedisThrottle:
-    def __init__(self, client, clock: Clock, prefix: str = "idp:throttle:") -> None:
+    def __init__(
+        self,
+        client,
+        clock: Clock,
+        prefix: str = "idp:throttle:",
+        limits: Mapping[str, Limit] = LIMITS,
+    ) -> None:
         self._redis = client
         self._clock = clock
         self._prefix = prefix
+        self._limits = limits
+
+    def _limit(self, counter_key: str) -> Limit:
+        return self._limits[limiter_of(counter_key)]
 
     def _call(self, fn, *args):
         import redis
@@ -345,7 +386,7 @@ class RedisThrottle:
         ordered = sorted(set(keys))
         args: list[object] = [repr(self._clock.now().timestamp()), MAX_DELAY_SECONDS]
         for counter_key in ordered:
-            limit = limit_of(counter_key)
+            limit = self._limit(counter_key)
             args += [limit.free, limit.ceiling or 0, limit.ttl]
         names = [self._prefix + k for k in ordered]
         result = self._call(self._redis.eval, RESERVE_SCRIPT, len(names), *names, *args)
@@ -355,10 +396,10 @@ class RedisThrottle:
         return Reservation(dict(zip(ordered, (int(n) for n in result[2:]), strict=True)))
 
     def succeeded(self, reservation: Reservation) -> None:
-        reset = [k for k in reservation.keys if limit_of(k).on_success == RESET]
+        reset = [k for k in reservation.keys if self._limit(k).on_success == RESET]
         if reset:
             self._call(self._redis.delete, *(self._prefix + k for k in reset))
-        self._release([k for k in reservation.keys if limit_of(k).on_success == RELEASE])
+        self._release([k for k in reservation.keys if self._limit(k).on_success == RELEASE])
 
     def forgive(self, reservation: Reservation) -> None:
         self._release(list(reservation.keys))
@@ -374,7 +415,7 @@ class RedisThrottle:
         if values[0] is None:
             return 0
         return _wait(
-            limit_of(key),
+            self._limit(key),
             failures=int(values[0]),
             blocked_until=float(values[2] or 0),
             last_failure=float(values[1] or 0),

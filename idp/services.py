@@ -34,12 +34,13 @@ def client_address() -> str:
 
 def throttle():
     """Redis when configured (shared, fast), else the database: both shared by processes."""
-    from idp.ratelimit import DatabaseThrottle, RedisThrottle
+    from idp.ratelimit import DatabaseThrottle, RedisThrottle, configured
 
+    limits = configured(settings().rate_limits)
     client = current_app.extensions.get("idp.redis")
     if client is not None:
-        return RedisThrottle(client, clock())
-    return DatabaseThrottle(current_app.extensions["idp.state_engine"], clock())
+        return RedisThrottle(client, clock(), limits=limits)
+    return DatabaseThrottle(current_app.extensions["idp.state_engine"], clock(), limits=limits)
 
 
 def crl_store():

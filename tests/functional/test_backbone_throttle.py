@@ -291,3 +291,22 @@ def test_redis_backend_shares_throttles_and_sessions(redis_client, database_url,
     finally:
         server.stop()
         dispose_app(app)
+
+
+def test_an_operator_limit_applies_to_the_running_server(database_url, tmp_path, clock):
+    """IDP_RATE_LIMITS reaches the throttle the views use: two free failures, then a wait."""
+    from idp.demo import seed
+    from idp.ratelimit import parse_overrides
+
+    app = build_app(database_url, tmp_path, clock, rate_limits=parse_overrides("login.account=2"))
+    server = LiveServer(app)
+    try:
+        with app.app_context():
+            demo = seed(rp_url="http://localhost:9999")
+        agent = UserAgent(server.url)
+        assert fail_password(agent, demo["username"], 3) == [401] * 3  # two free, then 1 s
+        blocked = agent.login_password(demo["username"], demo["password"])
+        assert blocked.status_code == 429 and blocked.headers["Retry-After"] == "1"
+    finally:
+        server.stop()
+        dispose_app(app)

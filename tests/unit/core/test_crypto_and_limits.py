@@ -86,3 +86,19 @@ def test_json_limits_ignore_brackets_inside_strings():
     with pytest.raises(jsonlimits.JSONLimitError):
         jsonlimits.check_depth({"a": [[[1]]]}, max_depth=3)
     jsonlimits.check_depth({"a": [[1]]}, max_depth=3)
+
+
+def test_operators_override_named_limits_within_the_nist_ceiling():
+    from idp.config import ConfigError, load_settings
+    from idp.ratelimit import configured, parse_overrides
+
+    overrides = parse_overrides("login.ip=200, login.account=3/20")
+    limits = configured(overrides)
+    assert limits["login.ip"].free == 200 and limits["login.ip"].ceiling is None
+    assert (limits["login.account"].free, limits["login.account"].ceiling) == (3, 20)
+    assert limits["2fa.ip"] == configured({})["2fa.ip"]  # the others keep their defaults
+    for bad in ("login.user=3", "login.ip=many", "login.account=5/101", "login.account=9/3"):
+        with pytest.raises(ValueError):
+            parse_overrides(bad)
+    with pytest.raises(ConfigError, match="IDP_RATE_LIMITS"):
+        load_settings({"IDP_RATE_LIMITS": "login.user=3"})

@@ -1,0 +1,213 @@
+"""The contract every authentication method keeps, run against each one through the orchestrator.
+
+Like django-otp's shared device tests: one suite, one harness per method that knows how to
+enrol it and how to produce a good, a wrong and a stale answer. A new method adds a harness here
+and passes the same checks: no answer accepted twice, failures counted and throttled before
+anything is verified, an expired challenge refused, success and failure audited exactly once,
+the last factor never removable, ``revoke_all`` leaving nothing usable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from idp.auth import assurance
+from idp.auth.contract import Attempt, LastFactorError, MethodError
+from idp.auth.devices import Client
+from idp.auth.orchestrator import Orchestrator
+from idp.factors.totp import verify as totp
+from idp.factors.webauthn import enrolment as keys
+from idp.factors.webauthn import method as webauthn
+from idp.models import AuditEvent
+from idp.ratelimit import DatabaseThrottle, ThrottledError
+from idp.services import cipher, methods
+from tests.support import factories
+from tests.support.webauthn_crafting import DEFAULT_ORIGIN, SoftAuthenticator, b64url_decode
+
+IP = "192.0.2.10"
+
+
+class TotpHarness:
+    kind = "totp"
+
+    def __init__(self) -> None:
+        self.seeds: dict[int, str] = {}
+
+    def attempt(self, clock, practitioner) -> Attempt:
+        return Attempt(client=Client(ip=IP), now=clock.now(), practitioner_id=practitioner.id)
+
+    def enrol(self, db, clock, practitioner) -> int:
+        device, seed = factories.totp_device(db, clock, practitioner, cipher=cipher())
+        db.commit()
+        self.seeds[device.id] = seed
+        return device.id
+
+    def answer(self, db, clock, practitioner, enrolment_id) -> dict:
+        return {"code": totp.code_at(secret=self.seeds[enrolment_id], when=clock.now())}
+
+    def wrong(self, db, clock, practitioner, enrolment_id) -> dict:
+        good = self.answer(db, clock, practitioner, enrolment_id)["code"]
+        return {"code": "000000" if good != "000000" else "111111"}
+
+    def stale(self, db, clock, practitioner, enrolment_id) -> dict:
+        """A code of five minutes ago: its time step is over."""
+        earlier = clock.now() - dt.timedelta(minutes=5)
+        return {"code": totp.code_at(secret=self.seeds[enrolment_id], when=earlier)}
+
+
+class WebAuthnHarness:
+    kind = "webauthn"
+
+    def __init__(self) -> None:
+        self.rp = webauthn.RelyingParty(rp_id="localhost", name="IdP", origins=(DEFAULT_ORIGIN,))
+        self.keys: dict[int, SoftAuthenticator] = {}
+
+    def attempt(self, clock, practitioner) -> Attempt:
+        return Attempt(
+            client=Client(ip=IP),
+            now=clock.now(),
+            practitioner_id=practitioner.id,
+            context={"rp": self.rp},
+        )
+
+    def enrol(self, db, clock, practitioner) -> int:
+        options, challenge_id = keys.begin_registration(
+            db, rp=self.rp, practitioner=practitioner, session_acr=assurance.HIGH, clock=clock
+        )
+        options = json.loads(options)
+        authenticator = SoftAuthenticator(user_handle=b64url_decode(options["user"]["id"]))
+        response = authenticator.registration_response(
+            challenge=b64url_decode(options["challenge"])
+        )
+        row = keys.finish_registration(
+            db,
+            rp=self.rp,
+            practitioner=practitioner,
+            credential_json=json.dumps(response),
+            challenge_id=challenge_id,
+            name="Key",
+            session_acr=assurance.HIGH,
+            ip=IP,
+            clock=clock,
+        )
+        db.commit()
+        self.keys[row.id] = authenticator
+        return row.id
+
+    def _begin(self, db, clock, practitioner) -> dict:
+        method = methods()[self.kind]
+        return orchestrator(db, clock).begin(db, method, self.attempt(clock, practitioner))
+
+    def answer(self, db, clock, practitioner, enrolment_id, **knobs) -> dict:
+        started = self._begin(db, clock, practitioner)
+        challenge = b64url_decode(json.loads(started["options"])["challenge"])
+        response = self.keys[enrolment_id].authentication_response(challenge=challenge, **knobs)
+        return {"credential": json.dumps(response), "challenge_id": started["challenge_id"]}
+
+    def wrong(self, db, clock, practitioner, enrolment_id) -> dict:
+        """Signed by a key that is not the registered one."""
+        return self.answer(
+            db, clock, practitioner, enrolment_id, signing_key=SoftAuthenticator().private_key
+        )
+
+    def stale(self, db, clock, practitioner, enrolment_id) -> dict:
+        answer = self.answer(db, clock, practitioner, enrolment_id)
+        clock.advance(301)  # challenges live 300 s
+        return answer
+
+
+HARNESSES = [TotpHarness, WebAuthnHarness]
+
+
+def orchestrator(db, clock) -> Orchestrator:
+    return Orchestrator(methods(), DatabaseThrottle(db.get_bind(), clock))
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda h: h.kind)
+def harness(request):
+    return request.param()
+
+
+@pytest.fixture
+def owner(db, clock):
+    practitioner = factories.practitioner(db, clock)
+    db.commit()
+    return practitioner
+
+
+def authenticate(db, clock, harness, practitioner, answer):
+    method = methods()[harness.kind]
+    return orchestrator(db, clock).authenticate(
+        db, method, harness.attempt(clock, practitioner), answer
+    )
+
+
+def events(db, name: str) -> int:
+    return db.execute(select(func.count()).where(AuditEvent.event == name)).scalar()
+
+
+def test_a_good_answer_is_accepted_once(db, clock, harness, owner):
+    enrolment = harness.enrol(db, clock, owner)
+    answer = harness.answer(db, clock, owner, enrolment)
+    proven = authenticate(db, clock, harness, owner, answer)
+    assert proven.practitioner_id == owner.id and proven.acr in assurance.RANKS
+    with pytest.raises(MethodError):
+        authenticate(db, clock, harness, owner, answer)
+
+
+def test_success_and_failure_are_each_audited_exactly_once(db, clock, harness, owner):
+    enrolment = harness.enrol(db, clock, owner)
+    authenticate(db, clock, harness, owner, harness.answer(db, clock, owner, enrolment))
+    assert events(db, f"auth:{harness.kind}:succeeded") == 1
+    assert events(db, f"auth:{harness.kind}:failed") == 0
+    with pytest.raises(MethodError):
+        authenticate(db, clock, harness, owner, harness.wrong(db, clock, owner, enrolment))
+    assert events(db, f"auth:{harness.kind}:succeeded") == 1
+    assert events(db, f"auth:{harness.kind}:failed") == 1
+
+
+def test_an_expired_challenge_or_code_is_refused(db, clock, harness, owner):
+    enrolment = harness.enrol(db, clock, owner)
+    with pytest.raises(MethodError):
+        authenticate(db, clock, harness, owner, harness.stale(db, clock, owner, enrolment))
+
+
+def test_failures_are_counted_and_throttle_before_anything_is_verified(db, clock, harness, owner):
+    enrolment = harness.enrol(db, clock, owner)
+    refused = 0
+    with pytest.raises(ThrottledError):
+        for _ in range(60):
+            with pytest.raises(MethodError):
+                authenticate(db, clock, harness, owner, harness.wrong(db, clock, owner, enrolment))
+            refused += 1
+    assert 1 <= refused <= 51
+    with pytest.raises(ThrottledError):  # even a good answer, before it is checked
+        authenticate(db, clock, harness, owner, harness.answer(db, clock, owner, enrolment))
+
+
+def test_the_last_factor_is_never_removable(db, clock, harness, owner):
+    first = harness.enrol(db, clock, owner)
+    method = methods()[harness.kind]
+    with pytest.raises(LastFactorError):
+        orchestrator(db, clock).remove(db, method, owner.id, first, now=clock.now())
+    second = harness.enrol(db, clock, owner)
+    orchestrator(db, clock).remove(db, method, owner.id, first, now=clock.now())
+    with pytest.raises(LastFactorError):
+        orchestrator(db, clock).remove(db, method, owner.id, second, now=clock.now())
+    assert [e.id for e in method.enrolments(db, owner.id, now=clock.now())] == [second]
+
+
+def test_revoke_all_leaves_nothing_usable(db, clock, harness, owner):
+    enrolment = harness.enrol(db, clock, owner)
+    harness.enrol(db, clock, owner)
+    revoked = orchestrator(db, clock).revoke_all(db, owner.id, now=clock.now(), reason="lost")
+    assert revoked == 2
+    assert methods().usable_count(db, owner.id, now=clock.now()) == 0
+    assert events(db, "account:two_factor:all_revoked") == 1
+    with pytest.raises(MethodError):
+        answer = harness.answer(db, clock, owner, enrolment)
+        authenticate(db, clock, harness, owner, answer)
