@@ -40,12 +40,11 @@ from idp.auth.service import (
 from idp.clock import Clock
 from idp.crypto import hash_token, new_token
 from idp.factors.smartcard import enrolment as cards
-from idp.factors.smartcard.trust import (
-    CardTrust,
-    CrlSource,
+from idp.factors.smartcard.forwarded import (
     decode_forwarded_certificate,
     identity_from_forwarded_certificate,
 )
+from idp.factors.smartcard.trust import CardTrust, CrlSource
 from idp.factors.smartcard.verify import (
     CardIdentity,
     SmartcardVerificationError,
