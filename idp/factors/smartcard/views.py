@@ -14,6 +14,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -40,10 +41,10 @@ from idp.auth.views import (
 from idp.db import get_db
 from idp.factors.smartcard import enrolment as cards
 from idp.factors.smartcard import login as service
-from idp.factors.smartcard.trust import CardTrust, CrlCache
+from idp.factors.smartcard.trust import CardTrust, CrlCache, DatabaseCrlStore, RedisCrlStore
 from idp.policy import Policy, policy
 from idp.ratelimit import ThrottledError
-from idp.services import clock, crl_store, settings, throttle
+from idp.services import clock, settings, throttle
 from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of
 
 bp = Blueprint("smartcard", __name__)
@@ -136,6 +137,14 @@ FAILURES["crl_missing"] = FAILURES["crl_stale"]
 def card_trust() -> CardTrust | None:
     """None when no trust anchor is configured: card login is off."""
     return settings().smartcard
+
+
+def crl_store():
+    """CRLs shared by every process: in Redis when configured, else in the database."""
+    client = current_app.extensions.get("idp.redis")
+    if client is not None:
+        return RedisCrlStore(client)
+    return DatabaseCrlStore(current_app.extensions["idp.engine"])
 
 
 def card_check(trust: CardTrust) -> service.CardCheck:
