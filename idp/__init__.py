@@ -34,7 +34,7 @@ class IdPFlask(Flask):
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app. ``test_config`` may hold SETTINGS (a Settings) and CLOCK."""
     test_config = dict(test_config or {})
-    settings: Settings = test_config.pop("SETTINGS", None) or load_settings()
+    settings: Settings = test_config.pop("SETTINGS", None) or _settings_from_environment()
     check_keys(settings)
     check_webauthn(settings)
     app = IdPFlask(
@@ -71,6 +71,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.context_processor(lambda: {"display_name": settings.issuer_name})
     app.jinja_env.globals["describe_login"] = assurance.describe
     return app
+
+
+def _settings_from_environment() -> Settings:
+    """``load_settings`` knows no factor: each factor that reads its own settings adds them."""
+    from idp.factors.smartcard import configure
+
+    return configure(load_settings())
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -13,13 +13,9 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from smartcard.protocol import DEFAULT_BRIDGE_PORT
-
-if TYPE_CHECKING:
-    from idp.factors.smartcard.trust import CardTrust
 
 MIN_KEY_LENGTH = 32
 DEV_KEYS_FILE = "dev-keys.json"
@@ -52,8 +48,9 @@ class Settings:
     """Authenticator models (AAGUIDs) allowed to register; None accepts any model."""
     webauthn_attestation_roots: tuple[bytes, ...] = ()
     """PEM roots an attestation must chain to (e.g. from FIDO MDS) to count as certified."""
-    smartcard: CardTrust | None = None
-    """CPS card trust (``idp.factors.smartcard.trust``); None turns card login off."""
+    smartcard: object | None = None
+    """CPS card trust (an ``idp.factors.smartcard.trust.CardTrust``), filled by the composition
+    root through ``idp.factors.smartcard.configure``; None turns card login off."""
     smartcard_bridge_port: int = DEFAULT_BRIDGE_PORT
     """Port of the workstation agent's bridge on 127.0.0.1, as the login page calls it."""
     smartcard_tls_url: str | None = None
@@ -176,8 +173,6 @@ def load_dev_keys(instance_path: Path) -> dict[str, str]:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    from idp.factors.smartcard.trust import load_card_trust  # it reads ConfigError from here
-
     env = dict(os.environ if environ is None else environ)
     mode = env.get("IDP_ENV", "production")
     instance_path = Path(env.get("IDP_INSTANCE_PATH") or default_instance_path()).resolve()
@@ -202,7 +197,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             if env.get("IDP_WEBAUTHN_ATTESTATION_ROOTS")
             else ()
         ),
-        smartcard=load_card_trust(env),
         smartcard_bridge_port=parse_port(
             env.get("IDP_SMARTCARD_BRIDGE_PORT", ""),
             variable="IDP_SMARTCARD_BRIDGE_PORT",

@@ -43,16 +43,6 @@ def throttle():
     return DatabaseThrottle(current_app.extensions["idp.state_engine"], clock(), limits=limits)
 
 
-def crl_store():
-    """CRLs shared by every process: in Redis when configured, else in the database."""
-    from idp.factors.smartcard.trust import DatabaseCrlStore, RedisCrlStore
-
-    client = current_app.extensions.get("idp.redis")
-    if client is not None:
-        return RedisCrlStore(client)
-    return DatabaseCrlStore(current_app.extensions["idp.engine"])
-
-
 def methods():
     """This deployment's authentication methods (``idp.auth.registry.Registry``)."""
     return current_app.extensions["idp.methods"]

@@ -194,6 +194,21 @@ class AuthMethod(Protocol):
         """Make every enrolment of the practitioner unusable; returns how many were."""
 
 
+@runtime_checkable
+class PickUpMethod(Protocol):
+    """A method whose answer can arrive somewhere else than where the login is used.
+
+    The card's terminal mode (the agent answers; the browser showing the code logs in) and its
+    TLS certificate on the card host do this today; push approval and CIBA will. The answer
+    went through ``Orchestrator.authenticate`` where it was given (throttled, verified, audited
+    ``auth:<kind>:succeeded``); ``pick_up`` only hands the completed login over, once.
+    """
+
+    def pick_up(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Verified:
+        """Consume the completed login ``answer`` names (single use, claimed atomically);
+        raises MethodError when there is none to hand over."""
+
+
 def best_level(enrolments: list[Enrolment]) -> str | None:
     """The strongest level among usable enrolments."""
     levels = [e.level for e in enrolments if e.usable]

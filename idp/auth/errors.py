@@ -48,6 +48,7 @@ def init_app(app: Flask, *, restart: Callable[[], object]) -> None:
             response = jsonify(error="throttled", message=message)
         else:
             response = Response(render_template("error.html", message=message))
-        response.status_code = 429
+        if response.status_code == 200:  # a redirect (back to another host) stays one
+            response.status_code = 429
         response.headers["Retry-After"] = str(error.retry_after)
         return response

@@ -30,12 +30,20 @@ from idp.auth.contract import (
     LoginRestartError,
     MethodError,
     NoSuchEnrolmentError,
+    PickUpMethod,
     Verified,
 )
 from idp.auth.flow import Authentication
 from idp.auth.registry import Registry
 from idp.models import Practitioner, PractitionerStatus
-from idp.ratelimit import SECOND_STEP_FAILURES, Reservation, Throttle, ensure_allowed, key
+from idp.ratelimit import (
+    LIMITS,
+    SECOND_STEP_FAILURES,
+    Reservation,
+    Throttle,
+    ensure_allowed,
+    key,
+)
 
 LOGIN_LIMITER = "2fa.login"
 
@@ -45,10 +53,18 @@ def first_keys(method: AuthMethod, attempt: Attempt) -> list[str]:
     this browser's device for them), and the login in progress at a second step."""
     keys = [key(f"{method.limiter}.ip", attempt.client.ip)]
     if attempt.practitioner_id is not None:
-        keys += attempt.client.account_keys(method.limiter, attempt.practitioner_id)
+        keys += account_keys(method, attempt, attempt.practitioner_id)
         if attempt.login:
             keys.append(key(LOGIN_LIMITER, attempt.login))
     return keys
+
+
+def account_keys(method: AuthMethod, attempt: Attempt, subject: int | str) -> list[str]:
+    """The person's counters, for a method that declares them: a card has none (its
+    certificate is public, so anyone could lock its holder out); it is throttled per address."""
+    if f"{method.limiter}.account" not in LIMITS:
+        return []
+    return attempt.client.account_keys(method.limiter, subject)
 
 
 class Orchestrator:
@@ -74,10 +90,9 @@ class Orchestrator:
         reservations: list[Reservation] = [self.throttle.reserve(first_keys(method, attempt))]
 
         def reserve_claimed(subject: int | str) -> None:
-            if attempt.practitioner_id is None:
-                reservations.append(
-                    self.throttle.reserve(attempt.client.account_keys(method.limiter, subject))
-                )
+            keys = account_keys(method, attempt, subject) if attempt.practitioner_id is None else []
+            if keys:
+                reservations.append(self.throttle.reserve(keys))
 
         attempt.on_claim = reserve_claimed
         try:
@@ -124,6 +139,38 @@ class Orchestrator:
         db.commit()
         for reservation in reservations:  # after the commit: the throttle writes on its own
             self.throttle.succeeded(reservation)
+        return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
+
+    def pick_up(
+        self, db: Session, method: PickUpMethod, attempt: Attempt, answer: Mapping[str, Any]
+    ) -> Authentication:
+        """Hand over a login whose answer was given elsewhere (``PickUpMethod``), once.
+
+        A step of its own rather than a second ``authenticate``: the answer was already
+        throttled, verified and audited as ``succeeded`` where it arrived, and what is handed
+        over here is named by a handle only this browser holds (its session's transaction, a
+        one-time result), so nothing is reserved and a miss is no guess worth auditing. What
+        is left is the account check (it may have been suspended in between), one
+        ``auth:<kind>:completed`` event and the commit. The method claims the completed login
+        atomically and commits that claim itself (like ``idp.challenges.consume``), so of two
+        concurrent pick-ups one gets the login and a refused one never gets it back.
+        """
+        try:
+            verified = method.pick_up(db, attempt, answer)
+        except MethodError:
+            db.rollback()
+            raise
+        owner = db.get(Practitioner, verified.practitioner_id)
+        if owner is None or owner.status != PractitionerStatus.ACTIVE:
+            db.commit()
+            raise AccountUnavailableError(owner.status if owner is not None else "missing")
+        audit.record(
+            db,
+            f"auth:{method.kind}:completed",
+            practitioner_id=verified.practitioner_id,
+            **verified.details,
+        )
+        db.commit()
         return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
 
     def remove(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from idp.db import get_db
-from idp.factors.smartcard.trust import CardTrust, ForwardingConfig
+from idp.factors.smartcard.forwarded import ForwardingConfig
+from idp.factors.smartcard.trust import CardTrust
 from idp.factors.smartcard.verify import CardPolicy
 from idp.factors.totp import method as totp_method
 from idp.models import AuditEvent, PractitionerStatus

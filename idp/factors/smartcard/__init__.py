@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 from idp.factors.smartcard.method import SmartcardMethod
+from idp.factors.smartcard.trust import load_card_trust
+
+
+def configure(settings, environ: Mapping[str, str] | None = None):
+    """``settings`` with the card trust the environment configures (``load_card_trust``).
+
+    Called by the composition root for a running server: ``idp.config`` never reads card
+    trust itself, so configuration stays below every factor. Raises CardTrustConfigError.
+    """
+    return dataclasses.replace(settings, smartcard=load_card_trust(environ))
 
 
 def install(app, csrf) -> SmartcardMethod | None:

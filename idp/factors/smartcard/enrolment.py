@@ -1,10 +1,11 @@
-"""CPS cards on the account: enrolment on first use, the list, removal.
+"""CPS cards on the account: enrolment on first use, activation of an invited account.
 
 A card is enrolled the first time a verified certificate carrying the practitioner's RPPS logs
 in (a renewed card is a new certificate, so it enrols itself too). Removing a card blocks that
 one certificate for good: presented again, it is refused instead of enrolled again, so a lost
-card can be cut off without waiting for its revocation. Removal follows the same last-factor
-rule as TOTP and WebAuthn; every change is audited and rows are never deleted (NIST-12).
+card can be cut off without waiting for its revocation. Removal (``SmartcardMethod.remove``)
+goes through the orchestrator, with the same last-factor rule as every factor; every change is
+audited and rows are never deleted (NIST-12).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.accounts.service import AccountError, LastFactorError
-from idp.auth.service import usable_factor_count
 from idp.clock import Clock
 from idp.factors.smartcard.verify import CardIdentity
 from idp.models import Invitation, Practitioner, PractitionerStatus, Smartcard
@@ -24,15 +23,7 @@ from idp.models import Invitation, Practitioner, PractitionerStatus, Smartcard
 MAX_ISSUER_LENGTH = 500
 
 
-class SmartcardAccountError(AccountError):
-    pass
-
-
-class NoSuchCardError(SmartcardAccountError):
-    pass
-
-
-class CardEnrolmentConflictError(SmartcardAccountError):
+class CardEnrolmentConflictError(Exception):
     """The same certificate was enrolled concurrently, or belongs to another account."""
 
 
@@ -107,33 +98,3 @@ def activate_with_card(db: Session, *, practitioner: Practitioner, clock: Clock)
         db, "account:invitation:accepted", practitioner_id=practitioner.id, method="smartcard"
     )
     return True
-
-
-def listed_cards(db: Session, *, practitioner_id: int) -> list[Smartcard]:
-    """What the account page shows: every card not removed, expired ones included."""
-    return list(
-        db.execute(
-            select(Smartcard)
-            .where(Smartcard.practitioner_id == practitioner_id, Smartcard.removed_at.is_(None))
-            .order_by(Smartcard.created_at, Smartcard.id)
-        ).scalars()
-    )
-
-
-def remove_card(db: Session, *, practitioner: Practitioner, card_id: int, clock: Clock) -> None:
-    """Soft delete; a usable card may go only if another usable factor remains."""
-    card = db.get(Smartcard, card_id)
-    if card is None or card.practitioner_id != practitioner.id or card.removed_at is not None:
-        raise NoSuchCardError()
-    now = clock.now()
-    if card.not_after > now and usable_factor_count(db, practitioner.id, now=now) <= 1:
-        raise LastFactorError()
-    card.removed_at = now
-    audit.record(
-        db,
-        "account:two_factor:method_removed",
-        practitioner_id=practitioner.id,
-        method="smartcard",
-        card=card.id,
-    )
-    db.commit()

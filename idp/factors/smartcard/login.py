@@ -1,20 +1,21 @@
-"""CPS smart-card login: one transaction per login page, three ways for the card to answer.
+"""CPS smart-card login transactions: one per login page, three ways for the card to answer.
 
 Showing ``/login/card`` starts a transaction (``start_login``): a single-use challenge from
 ``idp.challenges`` and a short one-time code, both reachable only through the transaction id
 kept in that browser's server-side session. The card then proves itself by one of:
 
-- the local bridge: the page hands the agent's signature over (``finish_bridge_login``);
-- terminal mode: the agent posts its signature under the code (``submit_code_answer``), then
-  the page that shows the code consumes the completed transaction once
-  (``complete_code_login``);
-- a TLS client certificate on the card host (``complete_tls_at_card_host``, then
-  ``finish_tls_login`` back on the main host).
+- the local bridge: the page hands the agent's signature over;
+- terminal mode: the agent posts its signature under the code, then the page that shows the
+  code picks the completed transaction up once (``complete_code_login``);
+- a TLS client certificate on the card host, then back on the main host the browser picks the
+  transaction up with the card host's one-time result (``finish_tls_login``).
 
-Every path claims the challenge atomically before verifying anything, so the first answer wins
-and every other one (a replay, a concurrent path) finds it used (SC-02). The identity comes only
-from a certificate verified against the operator's CAs and fresh CRLs (SC-01) and is mapped by
-RPPS; the PIN is checked by the card and never reaches this module (SC-03). A card login is a
+Each answer goes through ``idp.auth.orchestrator`` (throttle, audit, commit) into
+``SmartcardMethod.finish`` (``idp.factors.smartcard.method``), which uses the pieces below: it
+claims the challenge atomically before verifying anything, so the first answer wins and every
+other one (a replay, a concurrent path) finds it used (SC-02). The identity comes only from a
+certificate verified against the operator's CAs and fresh CRLs (SC-01) and is mapped by RPPS;
+the PIN is checked by the card and never reaches this module (SC-03). A card login is a
 complete two-factor login: something you have (the card's key) and something you know (PIN).
 """
 
@@ -30,30 +31,15 @@ from cryptography import x509
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from idp import audit, challenges
-from idp.auth import assurance
-from idp.auth.service import (
-    AccountUnavailableError,
-    Authentication,
-    LoginError,
-)
+from idp import challenges
+from idp.auth.contract import AccountUnavailableError, MethodError
 from idp.clock import Clock
 from idp.crypto import hash_token, new_token
 from idp.factors.smartcard import enrolment as cards
-from idp.factors.smartcard.trust import (
-    CardTrust,
-    CrlSource,
-    decode_forwarded_certificate,
-    identity_from_forwarded_certificate,
-)
-from idp.factors.smartcard.verify import (
-    CardIdentity,
-    SmartcardVerificationError,
-    decode_submission,
-    verify_submission,
-)
+from idp.factors.smartcard.trust import CardTrust, CrlSource
+from idp.factors.smartcard.verify import CardIdentity, decode_submission, verify_submission
 from idp.models import AuthChallenge, Practitioner, PractitionerStatus, Smartcard, SmartcardLogin
-from idp.ratelimit import Reservation, Throttle, key
+from idp.ratelimit import Throttle, key
 from smartcard.protocol import SigningRequest, encode_b64url, signing_payload
 
 PURPOSE = "smartcard.login"
@@ -74,7 +60,7 @@ CODE = "code"
 TLS = "tls"
 
 
-class SmartcardLoginError(LoginError):
+class SmartcardLoginError(MethodError):
     """A card login refused by the service; ``code`` is stable for audit, JSON and pages."""
 
     code = "smartcard_login_refused"
@@ -114,12 +100,10 @@ class CardConflictError(SmartcardLoginError):
     code = "card_conflict"
 
 
-REFUSED = (
-    SmartcardLoginError,
-    SmartcardVerificationError,
-    AccountUnavailableError,
-    cards.CardEnrolmentConflictError,
-)
+class CardHolderUnavailableError(AccountUnavailableError):
+    """A genuine card of a suspended or disabled account: not counted, audited as a failure."""
+
+    event = "failed"
 
 
 @dataclass(frozen=True)
@@ -150,14 +134,6 @@ class LoginState:
 
     status: str  # pending, completed, failed, expired, used
     failure: str | None = None
-
-
-def failure_code(error: Exception) -> str:
-    if isinstance(error, AccountUnavailableError):
-        return "account_unavailable"
-    if isinstance(error, cards.CardEnrolmentConflictError):
-        return CardConflictError.code
-    return getattr(error, "code", "smartcard_login_refused")
 
 
 # --------------------------------------------------------------------------- transactions
@@ -364,33 +340,28 @@ def sign_in_card_holder(
     if card is not None and card.removed_at is not None:
         raise CardRemovedError()
     if practitioner.status not in (PractitionerStatus.ACTIVE, PractitionerStatus.INVITED):
-        raise AccountUnavailableError(practitioner.status)
+        raise CardHolderUnavailableError(practitioner.status)
     if card is None:
-        card = cards.enrol_card(
-            db, practitioner=practitioner, identity=identity, certificate=certificate, clock=clock
-        )
+        try:
+            card = cards.enrol_card(
+                db,
+                practitioner=practitioner,
+                identity=identity,
+                certificate=certificate,
+                clock=clock,
+            )
+        except cards.CardEnrolmentConflictError as exc:
+            raise CardConflictError() from exc
     if practitioner.status == PractitionerStatus.INVITED:
         cards.activate_with_card(db, practitioner=practitioner, clock=clock)
     card.last_used_at = clock.now()
     return practitioner, card
 
 
-# --------------------------------------------------------------------------- the three paths
+# --------------------------------------------------------------------------- answering
 
 
-class _Attempt:
-    """What is known about a login attempt when it fails, for the audit trail."""
-
-    def __init__(self, *, method: str, ip: str) -> None:
-        self.method = method
-        self.keys = [key("smartcard.ip", ip)]
-        self.reservation: Reservation | None = None
-        self.row_id: int | None = None
-        self.practitioner_id: int | None = None
-        self.rpps: str | None = None
-
-
-def _claim(db: Session, *, row: SmartcardLogin, clock: Clock) -> AuthChallenge:
+def claim_challenge(db: Session, *, row: SmartcardLogin, clock: Clock) -> AuthChallenge:
     """Consume the challenge (committed at once): whatever happens next, it is spent."""
     try:
         return challenges.consume(db, challenge_id=row.challenge_id, purpose=PURPOSE, clock=clock)
@@ -398,23 +369,24 @@ def _claim(db: Session, *, row: SmartcardLogin, clock: Clock) -> AuthChallenge:
         raise TransactionUsedError() from exc
 
 
-def _identify(
-    db: Session,
-    attempt: _Attempt,
-    *,
-    identity: CardIdentity,
-    certificate: x509.Certificate,
-    clock: Clock,
-) -> tuple[Practitioner, Smartcard]:
-    attempt.rpps = identity.rpps
-    practitioner, card = sign_in_card_holder(
-        db, identity=identity, certificate=certificate, clock=clock
-    )
-    attempt.practitioner_id = practitioner.id
-    return practitioner, card
+def new_result() -> str:
+    """The one-time result a TLS completion on the card host hands back to its browser.
+
+    Why a result and not just the session: the card host is another host name, so it never
+    sees the main host's session cookie (``__Host-`` cookies cannot be shared, by design), and
+    the transaction id travels in a URL an attacker can hand to a victim. If completing it were
+    enough, an attacker could start a login, send the card-host link to a practitioner and
+    collect the practitioner's login in the attacker's own session. So completion stores the
+    hash of a random result, returned in the redirect to the browser that presented the card
+    only, and ``finish_tls_login`` accepts it only in the session that started the
+    transaction: the attacker's session lacks the result, the victim's session lacks the
+    transaction. (A shared binding cookie would need both hosts under one parent domain, which
+    the result does not.)
+    """
+    return new_token(32)
 
 
-def _complete(
+def complete_transaction(
     db: Session,
     *,
     row_id: int,
@@ -450,194 +422,32 @@ def _complete(
         raise TransactionUsedError()
 
 
-def _succeed(db: Session, attempt: _Attempt, *, card: Smartcard, throttle: Throttle) -> None:
-    audit.record(
-        db,
-        "auth:smartcard:succeeded",
-        practitioner_id=attempt.practitioner_id,
-        method=attempt.method,
-        card=card.id,
-        acr=assurance.HIGH,
-    )
-    db.commit()
-    throttle.succeeded(attempt.reservation)  # the address's attempt is handed back
-
-
-def _refuse(db: Session, attempt: _Attempt, *, error: Exception, throttle: Throttle) -> None:
-    """Undo the attempt, count it, leave its reason on the transaction and in the audit trail."""
-    db.rollback()
-    # A genuine card on a suspended account is no guessing attempt: not counted.
-    if isinstance(error, AccountUnavailableError):
-        throttle.forgive(attempt.reservation)
-    reason = failure_code(error)
-    if attempt.row_id is not None:
-        db.execute(
-            update(SmartcardLogin)
-            .where(
-                SmartcardLogin.id == attempt.row_id,
-                SmartcardLogin.completed_at.is_(None),
-                SmartcardLogin.failure.is_(None),
-            )
-            .values(failure=reason)
-            .execution_options(synchronize_session=False)
+def record_failure(db: Session, *, row_id: int, reason: str) -> None:
+    """Leave a refused answer's reason on its transaction (the polling page shows it); the
+    caller commits. A transaction already completed or failed keeps what it has."""
+    db.execute(
+        update(SmartcardLogin)
+        .where(
+            SmartcardLogin.id == row_id,
+            SmartcardLogin.completed_at.is_(None),
+            SmartcardLogin.failure.is_(None),
         )
-    details: dict[str, Any] = {"method": attempt.method, "reason": reason}
-    if attempt.rpps is not None and attempt.practitioner_id is None:
-        details["rpps"] = attempt.rpps  # a public directory number, useful to the support desk
-    audit.record(db, "auth:smartcard:failed", practitioner_id=attempt.practitioner_id, **details)
-    db.commit()
-
-
-def _answer_transaction(db: Session, attempt, *, row, answer, check, clock, consumed: bool):
-    """Claim the challenge, verify the agent's answer against it, record who logged in."""
-    challenge = _claim(db, row=row, clock=clock)
-    identity, certificate = verify_answer(
-        answer,
-        check=check,
-        transaction=row.transaction,
-        challenge=challenge.challenge,
-        now=clock.now(),
+        .values(failure=reason)
+        .execution_options(synchronize_session=False)
     )
-    practitioner, card = _identify(
-        db, attempt, identity=identity, certificate=certificate, clock=clock
-    )
-    _complete(
-        db,
-        row_id=row.id,
-        practitioner=practitioner,
-        card=card,
-        method=attempt.method,
-        clock=clock,
-        consumed=consumed,
-    )
-    return practitioner, card
 
 
-def finish_bridge_login(
-    db: Session,
-    *,
-    transaction: str | None,
-    answer: Mapping[str, Any],
-    check: CardCheck,
-    ip: str,
-    throttle: Throttle,
-    clock: Clock,
-) -> Authentication:
-    """Local bridge: the page posts the agent's answer for the transaction of its session."""
-    attempt = _Attempt(method=BRIDGE, ip=ip)
-    attempt.reservation = throttle.reserve(attempt.keys)
-    try:
-        row = require_pending(find_by_transaction(db, transaction=transaction), clock=clock)
-        attempt.row_id = row.id
-        practitioner, card = _answer_transaction(
-            db, attempt, row=row, answer=answer, check=check, clock=clock, consumed=True
-        )
-    except REFUSED as exc:
-        _refuse(db, attempt, error=exc, throttle=throttle)
-        raise
-    _succeed(db, attempt, card=card, throttle=throttle)
-    return Authentication(practitioner.id, AMR, assurance.HIGH)
+# --------------------------------------------------------------------------- pick-up
 
 
-def submit_code_answer(
-    db: Session,
-    *,
-    code: Any,
-    answer: Mapping[str, Any],
-    check: CardCheck,
-    ip: str,
-    throttle: Throttle,
-    clock: Clock,
-) -> None:
-    """Terminal mode, step 2: the agent's answer completes the transaction behind ``code``.
-
-    The browser that shows the code then picks the login up (``complete_code_login``).
-    """
-    attempt = _Attempt(method=CODE, ip=ip)
-    attempt.reservation = throttle.reserve(attempt.keys)
-    try:
-        row = find_by_code(db, code=code)
-        if row is not None:
-            attempt.row_id = row.id
-        row = require_pending(row, clock=clock)
-        _practitioner, card = _answer_transaction(
-            db, attempt, row=row, answer=answer, check=check, clock=clock, consumed=False
-        )
-    except REFUSED as exc:
-        _refuse(db, attempt, error=exc, throttle=throttle)
-        raise
-    _succeed(db, attempt, card=card, throttle=throttle)
-
-
-def complete_code_login(db: Session, *, transaction: str | None, clock: Clock) -> Authentication:
-    """Terminal mode, step 3: the session holding the transaction consumes it, once."""
+def complete_code_login(db: Session, *, transaction: str | None, clock: Clock) -> SmartcardLogin:
+    """Terminal mode, last step: the session holding the transaction consumes it, once."""
     return _pick_up(db, transaction=transaction, method=CODE, result=None, clock=clock)
-
-
-def complete_tls_at_card_host(
-    db: Session,
-    *,
-    transaction: str | None,
-    header_value: str | None,
-    verify_value: str | None,
-    remote_addr: str,
-    check: CardCheck,
-    ip: str,
-    throttle: Throttle,
-    clock: Clock,
-) -> str:
-    """TLS client certificate, on the card host: returns a one-time result for the browser.
-
-    Why a result and not just the session: the card host is another host name, so it never
-    sees the main host's session cookie (``__Host-`` cookies cannot be shared, by design), and
-    the transaction id travels in a URL an attacker can hand to a victim. If completing it were
-    enough, an attacker could start a login, send the card-host link to a practitioner and
-    collect the practitioner's login in the attacker's own session. So completion yields a
-    random result, returned in the redirect to the browser that presented the card only, and
-    ``finish_tls_login`` accepts it only in the session that started the transaction: the
-    attacker's session lacks the result, the victim's session lacks the transaction. (A shared
-    binding cookie would need both hosts under one parent domain, which the result does not.)
-    """
-    attempt = _Attempt(method=TLS, ip=ip)
-    attempt.reservation = throttle.reserve(attempt.keys)
-    try:
-        row = require_pending(find_by_transaction(db, transaction=transaction), clock=clock)
-        attempt.row_id = row.id
-        _claim(db, row=row, clock=clock)
-        identity = identity_from_forwarded_certificate(
-            header_value=header_value,
-            verify_value=verify_value,
-            remote_addr=remote_addr,
-            trusted_proxies=check.trust.forwarding.trusted_proxies,
-            trust=check.trust,
-            crls=check.crls,
-            now=clock.now(),
-        )
-        certificate = x509.load_der_x509_certificate(decode_forwarded_certificate(header_value))
-        practitioner, card = _identify(
-            db, attempt, identity=identity, certificate=certificate, clock=clock
-        )
-        result = new_token(32)
-        _complete(
-            db,
-            row_id=row.id,
-            practitioner=practitioner,
-            card=card,
-            method=TLS,
-            clock=clock,
-            consumed=False,
-            result=result,
-        )
-    except REFUSED as exc:
-        _refuse(db, attempt, error=exc, throttle=throttle)
-        raise
-    _succeed(db, attempt, card=card, throttle=throttle)
-    return result
 
 
 def finish_tls_login(
     db: Session, *, transaction: str | None, result: Any, clock: Clock
-) -> Authentication:
+) -> SmartcardLogin:
     """TLS client certificate, back on the main host: session transaction + result, once."""
     if not isinstance(result, str) or not result or len(result) > MAX_RESULT_LENGTH:
         raise TransactionInvalidError()
@@ -646,7 +456,9 @@ def finish_tls_login(
 
 def _pick_up(
     db: Session, *, transaction: str | None, method: str, result: str | None, clock: Clock
-) -> Authentication:
+) -> SmartcardLogin:
+    """Claim the completed transaction (atomic UPDATE, committed at once: of two concurrent
+    pick-ups exactly one gets it); TransactionInvalidError when there is none to take."""
     row = find_by_transaction(db, transaction=transaction)
     if row is None:
         raise TransactionInvalidError()
@@ -669,17 +481,6 @@ def _pick_up(
     if claimed != 1:
         db.rollback()
         raise TransactionInvalidError()
-    db.refresh(row)
-    practitioner = db.get(Practitioner, row.practitioner_id)
-    if practitioner.status != PractitionerStatus.ACTIVE:  # suspended since the card answered
-        db.commit()
-        raise AccountUnavailableError(practitioner.status)
-    audit.record(
-        db,
-        "auth:smartcard:completed",
-        practitioner_id=practitioner.id,
-        method=method,
-        card=row.smartcard_id,
-    )
     db.commit()
-    return Authentication(practitioner.id, AMR, assurance.HIGH)
+    db.refresh(row)
+    return row

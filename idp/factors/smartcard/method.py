@@ -1,17 +1,48 @@
-"""The CPS card and its PIN as an authentication method: a whole login by itself."""
+"""The CPS card and its PIN as an authentication method: a whole login by itself.
+
+``finish`` checks one answer to a login transaction (``idp.factors.smartcard.login``) from any
+of its three paths, named by ``answer["via"]``:
+
+- ``bridge``: ``{"transaction", "answer"}``, the agent's signature posted by the login page;
+- ``code``: ``{"code", "answer"}``, the agent's signature under the page's one-time code;
+- ``tls``: ``{"transaction", "header_value", "verify_value", "remote_addr", "result"}``, the
+  TLS client certificate the card host's proxy forwarded.
+
+``attempt.context`` holds the ``CardCheck`` (``check``) and the ``Clock`` (``clock``). The
+terminal and TLS paths complete the transaction; the browser then takes the login over with
+``pick_up`` (``Orchestrator.pick_up``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
+from cryptography import x509
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.auth import assurance
-from idp.auth.contract import Enrolment, NoSuchEnrolmentError
-from idp.models import Smartcard
+from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
+from idp.factors.smartcard import login as transactions
+from idp.factors.smartcard.forwarded import (
+    decode_forwarded_certificate,
+    identity_from_forwarded_certificate,
+)
+from idp.factors.smartcard.login import BRIDGE, CODE, TLS, SmartcardLoginError
+from idp.factors.smartcard.verify import CardIdentity, SmartcardVerificationError
+from idp.models import Smartcard, SmartcardLogin
+
+
+class CardRefusedError(SmartcardLoginError):
+    """The verifier refused the card's answer; ``code`` is the verifier error's own."""
+
+    def __init__(self, error: SmartcardVerificationError) -> None:
+        super().__init__(str(error))
+        self.code = error.code
+        self.verifier_error = error
 
 
 def listed_cards(db: Session, practitioner_id: int) -> list[Smartcard]:
@@ -41,6 +72,112 @@ class SmartcardMethod:
 
     def __init__(self, trust) -> None:
         self.trust = trust
+
+    def finish(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Verified:
+        """Claim the transaction's challenge, verify the card (its signature, or the certificate
+        the proxy forwarded), map its RPPS to the account and mark the transaction completed.
+
+        Throttled per address only (``smartcard.ip``): ``attempt.claim`` names the holder for
+        the audit trail once known, and no account counter exists for a card. An invited
+        account is activated by its first card; a suspended one is refused. Every refusal is a
+        ``SmartcardLoginError`` carrying the transaction it refused (for ``refused``) and, for a
+        card not matched to an account yet, its RPPS number (useful to the support desk).
+        """
+        via = answer.get("via")
+        check: transactions.CardCheck = attempt.context["check"]
+        clock = attempt.context["clock"]
+        row: SmartcardLogin | None = None
+        row_id: int | None = None
+        identity: CardIdentity | None = None
+        try:
+            if via == CODE:
+                row = transactions.find_by_code(db, code=answer.get("code"))
+                row_id = row.id if row is not None else None  # an expired code shows it failed
+                row = transactions.require_pending(row, clock=clock)
+            elif via in (BRIDGE, TLS):
+                found = transactions.find_by_transaction(db, transaction=answer.get("transaction"))
+                row = transactions.require_pending(found, clock=clock)
+                row_id = row.id
+            else:
+                raise ValueError(f"unknown card login path {via!r}")
+            challenge = transactions.claim_challenge(db, row=row, clock=clock)
+            if via == TLS:
+                identity = identity_from_forwarded_certificate(
+                    header_value=answer.get("header_value"),
+                    verify_value=answer.get("verify_value"),
+                    remote_addr=answer.get("remote_addr") or "",
+                    trusted_proxies=check.trust.forwarding.trusted_proxies,
+                    trust=check.trust,
+                    crls=check.crls,
+                    now=clock.now(),
+                )
+                certificate = x509.load_der_x509_certificate(
+                    decode_forwarded_certificate(answer.get("header_value"))
+                )
+            else:
+                identity, certificate = transactions.verify_answer(
+                    answer.get("answer") or {},
+                    check=check,
+                    transaction=row.transaction,
+                    challenge=challenge.challenge,
+                    now=clock.now(),
+                )
+            practitioner, card = transactions.sign_in_card_holder(
+                db, identity=identity, certificate=certificate, clock=clock
+            )
+            attempt.claim(practitioner.id)
+            transactions.complete_transaction(
+                db,
+                row_id=row.id,
+                practitioner=practitioner,
+                card=card,
+                method=via,
+                clock=clock,
+                consumed=via == BRIDGE,  # the page that answered logs in at once
+                result=answer.get("result") if via == TLS else None,
+            )
+        except (SmartcardVerificationError, MethodError) as exc:
+            error = CardRefusedError(exc) if isinstance(exc, SmartcardVerificationError) else exc
+            error.details.setdefault("method", via)
+            if identity is not None and attempt.claimed is None:
+                error.details["rpps"] = identity.rpps  # a public directory number
+            error.transaction_row = row_id
+            if error is exc:
+                raise
+            raise error from exc
+        return Verified(
+            practitioner.id,
+            acr=assurance.HIGH,
+            amr=transactions.AMR,
+            enrolment_id=card.id,
+            details={"method": via, "card": card.id},
+        )
+
+    def refused(self, db: Session, attempt: Attempt, error: MethodError) -> None:
+        """After the rollback: the refused transaction keeps its reason (the page polls it)."""
+        row_id = getattr(error, "transaction_row", None)
+        if row_id is not None:
+            transactions.record_failure(db, row_id=row_id, reason=error.code)
+
+    def pick_up(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Verified:
+        """The browser takes over a login the agent (``code``) or the card host (``tls``, with
+        its one-time ``result``) completed for the transaction of its session."""
+        clock = attempt.context["clock"]
+        if answer.get("via") == TLS:
+            row = transactions.finish_tls_login(
+                db, transaction=answer.get("transaction"), result=answer.get("result"), clock=clock
+            )
+        else:
+            row = transactions.complete_code_login(
+                db, transaction=answer.get("transaction"), clock=clock
+            )
+        return Verified(
+            row.practitioner_id,
+            acr=assurance.HIGH,
+            amr=transactions.AMR,
+            enrolment_id=row.smartcard_id,
+            details={"method": row.method, "card": row.smartcard_id},
+        )
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
         return [

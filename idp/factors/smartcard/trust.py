@@ -1,4 +1,4 @@
-"""Operator trust for smart-card logins: CA certificates, shared CRL cache, TLS client certificates.
+"""Operator trust for smart-card logins: CA certificates, card trust settings, shared CRL cache.
 
 The verifier (``idp.factors.smartcard.verify``) is pure; this module feeds it what an operator
 configures and what the network provides. Environment, read by ``load_card_trust`` (same style
@@ -30,17 +30,10 @@ as ``idp.config.load_settings``):
 ``IDP_SMARTCARD_MECHANISMS``
     Accepted signature mechanisms, comma-separated (default ``SHA256_RSA_PKCS`` and
     ``SHA256_RSA_PKCS_PSS``).
-``IDP_TRUSTED_PROXIES``
-    Reverse proxies allowed to forward a TLS client certificate: addresses or CIDR networks,
-    comma-separated. Empty (default): TLS client-certificate login is off.
-``IDP_SMARTCARD_CERT_HEADER`` / ``IDP_SMARTCARD_VERIFY_HEADER``
-    Headers carrying nginx's ``$ssl_client_escaped_cert`` and ``$ssl_client_verify``
-    (defaults ``X-SSL-Client-Cert`` and ``X-SSL-Client-Verify``).
+``IDP_TRUSTED_PROXIES``, ``IDP_SMARTCARD_CERT_HEADER``, ``IDP_SMARTCARD_VERIFY_HEADER``,
 ``IDP_SMARTCARD_PROXY_VERIFIES``
-    ``true`` (default): the proxy checks the chain too (``ssl_verify_client optional`` with the
-    IGC-Santé CAs) so the verify header must say ``SUCCESS``. ``false`` for
-    ``optional_no_ca``: the header must only show that a certificate was presented. The IdP
-    verifies the chain, validity, usage and revocation itself in both cases.
+    The TLS client certificate forwarded by the reverse proxy: see
+    ``idp.factors.smartcard.forwarded``.
 
 CRLs are cached in a store shared by all server processes (Redis or the database). A CRL is
 used until its nextUpdate (or ``IDP_SMARTCARD_CRL_MAX_AGE``), then downloaded again; it is
@@ -73,23 +66,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from idp.clock import Clock, as_utc
 from idp.config import ConfigError
+from idp.factors.smartcard.forwarded import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    ForwardingConfig,
+    ForwardingConfigError,
+    load_forwarding_config,
+)
 from idp.factors.smartcard.verify import (
-    CardIdentity,
     CardPolicy,
     CrlMissingError,
     CrlStaleError,
-    MalformedSubmissionError,
-    SmartcardVerificationError,
     is_crl_signed_by,
     is_test_authority,
     verified_chain,
-    verify_certificate,
-)
-from idp.forwarded import (
-    IPNetwork,
-    TrustedProxyConfigError,
-    is_trusted_proxy,
-    parse_trusted_proxies,
 )
 from idp.models import CrlCacheEntry
 from smartcard.protocol import SUPPORTED_MECHANISMS
@@ -101,18 +91,10 @@ DEFAULT_CRL_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_CRL_TIMEOUT_SECONDS = 10.0
 CRL_BODY_DEADLINE_FACTOR = 6
 CRL_STORE_RETENTION = dt.timedelta(days=30)
-DEFAULT_CERT_HEADER = "X-SSL-Client-Cert"
-DEFAULT_VERIFY_HEADER = "X-SSL-Client-Verify"
-PROXY_VERIFY_SUCCESS = "SUCCESS"
-PROXY_VERIFY_NONE = "NONE"
-MAX_FORWARDED_HEADER_BYTES = 64 * 1024
 MAX_CDP_URLS = 4
 CERTIFICATE_SUFFIXES = frozenset({".pem", ".crt", ".cer", ".der"})
 CDP_SCHEMES = frozenset({"http", "https"})
 EXTRA_URL_SCHEMES = frozenset({"http", "https", "file"})
-HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 class CardTrustConfigError(ConfigError):
@@ -125,32 +107,6 @@ class CrlFetchError(Exception):
 
 class CrlStoreUnavailableError(Exception):
     """The shared CRL store (Redis or database) cannot be reached."""
-
-
-class UntrustedProxyError(SmartcardVerificationError):
-    """A forwarded certificate from an address that is not a configured proxy (or feature off)."""
-
-    code = "untrusted_proxy"
-
-
-class ClientCertificateMissingError(SmartcardVerificationError):
-    """The proxy says no certificate was presented, or did not verify it when it should have."""
-
-    code = "client_certificate_missing"
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardingConfig:
-    """How the reverse proxy hands over a TLS client certificate."""
-
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    cert_header: str = DEFAULT_CERT_HEADER
-    verify_header: str = DEFAULT_VERIFY_HEADER
-    proxy_verifies: bool = True
-
-    @property
-    def is_enabled(self) -> bool:
-        return bool(self.trusted_proxies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +157,10 @@ def load_card_trust(environ: Mapping[str, str] | None = None) -> CardTrust | Non
     if not allow_test:
         _refuse_test_authorities(anchors, variable="IDP_SMARTCARD_TRUST_ANCHORS")
         _refuse_test_authorities(intermediates, variable="IDP_SMARTCARD_INTERMEDIATES")
+    try:
+        forwarding = load_forwarding_config(env)
+    except ForwardingConfigError as exc:
+        raise CardTrustConfigError(str(exc)) from exc
     policy = CardPolicy(
         production=not allow_test,
         crl_fail_closed=parse_bool(env, "IDP_SMARTCARD_CRL_FAIL_CLOSED", default=True),
@@ -222,31 +182,7 @@ def load_card_trust(environ: Mapping[str, str] | None = None) -> CardTrust | Non
         crl_timeout_seconds=parse_positive(
             env, "IDP_SMARTCARD_CRL_TIMEOUT", default=DEFAULT_CRL_TIMEOUT_SECONDS
         ),
-        forwarding=load_forwarding_config(env),
-    )
-
-
-def load_forwarding_config(environ: Mapping[str, str]) -> ForwardingConfig:
-    """``IDP_TRUSTED_PROXIES`` and the header names; header names never hold underscores
-    (proxies and WSGI servers would drop or conflate them)."""
-    try:
-        proxies = parse_trusted_proxies(environ.get("IDP_TRUSTED_PROXIES", ""))
-    except TrustedProxyConfigError as exc:
-        raise CardTrustConfigError(str(exc)) from exc
-    headers = {}
-    for variable, default in (
-        ("IDP_SMARTCARD_CERT_HEADER", DEFAULT_CERT_HEADER),
-        ("IDP_SMARTCARD_VERIFY_HEADER", DEFAULT_VERIFY_HEADER),
-    ):
-        value = environ.get(variable, "").strip() or default
-        if not HEADER_NAME.fullmatch(value):
-            raise CardTrustConfigError(f"{variable}: {value!r} is not a header name (A-Z, 0-9, -)")
-        headers[variable] = value
-    return ForwardingConfig(
-        trusted_proxies=proxies,
-        cert_header=headers["IDP_SMARTCARD_CERT_HEADER"],
-        verify_header=headers["IDP_SMARTCARD_VERIFY_HEADER"],
-        proxy_verifies=parse_bool(environ, "IDP_SMARTCARD_PROXY_VERIFIES", default=True),
+        forwarding=forwarding,
     )
 
 
@@ -689,70 +625,3 @@ class CrlCache:
             raise CrlStaleError(f"CRL past nextUpdate, refresh failed: {error}") from error
         logger.warning("Using a CRL past its nextUpdate (refresh failed: %s)", error)
         return parse_crl(cached.der)
-
-
-# --- TLS client certificate behind a reverse proxy ---------------------------------------------
-
-
-def decode_forwarded_certificate(header_value: str | None) -> bytes:
-    """nginx's ``$ssl_client_escaped_cert`` (URL-escaped PEM, exactly one) to DER."""
-    if not header_value:
-        raise ClientCertificateMissingError("no client certificate forwarded")
-    if len(header_value) > MAX_FORWARDED_HEADER_BYTES:
-        raise MalformedSubmissionError("forwarded certificate too large")
-    pem = urllib.parse.unquote(header_value.strip()).encode("ascii", "replace")
-    if not pem.startswith(b"-----BEGIN CERTIFICATE-----"):
-        raise MalformedSubmissionError("forwarded certificate is not URL-escaped PEM")
-    try:
-        certificates = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
-        raise MalformedSubmissionError("forwarded certificate does not parse") from exc
-    if len(certificates) != 1:
-        raise MalformedSubmissionError("expected exactly one forwarded certificate")
-    return certificates[0].public_bytes(Encoding.DER)
-
-
-def identity_from_forwarded_certificate(
-    *,
-    header_value: str | None,
-    verify_value: str | None,
-    remote_addr: str,
-    trusted_proxies: Sequence[IPNetwork],
-    trust: CardTrust,
-    crls: CrlSource | Sequence[x509.CertificateRevocationList],
-    now: dt.datetime,
-    proxy_verifies: bool | None = None,
-) -> CardIdentity:
-    """A TLS client-certificate login: only from a trusted proxy, then verified HERE in full.
-
-    ``remote_addr`` is the TCP peer (WSGI ``REMOTE_ADDR`` as the server set it, before any
-    ProxyFix rewrites it from X-Forwarded-For, which a client controls). The proxy's own
-    verification is a second opinion, never the decision: chain, validity, usage, revocation
-    and identity are checked as for the agent's signed logins. ``crls`` is a CrlCache (CRLs
-    fetched for this certificate once its chain verifies) or a ready list.
-    ``proxy_verifies`` defaults to ``trust.forwarding.proxy_verifies``.
-    """
-    if not trusted_proxies:
-        raise UntrustedProxyError("TLS client-certificate login is off (IDP_TRUSTED_PROXIES)")
-    if not is_trusted_proxy(remote_addr=remote_addr, trusted_proxies=trusted_proxies):
-        raise UntrustedProxyError(f"{remote_addr} is not a trusted proxy")
-    if proxy_verifies is None:
-        proxy_verifies = trust.forwarding.proxy_verifies
-    verify = (verify_value or "").strip()
-    if not verify or verify == PROXY_VERIFY_NONE:
-        raise ClientCertificateMissingError("the proxy received no client certificate")
-    if proxy_verifies and verify != PROXY_VERIFY_SUCCESS:
-        raise ClientCertificateMissingError(f"the proxy refused the certificate: {verify[:80]}")
-    certificate_der = decode_forwarded_certificate(header_value)
-    if isinstance(crls, CrlSource):
-        crl_list = crls.crls_for_certificate(certificate_der=certificate_der)
-    else:
-        crl_list = list(crls)
-    return verify_certificate(
-        certificate_der=certificate_der,
-        trust_anchors=trust.anchors,
-        intermediates=trust.intermediates,
-        crls=crl_list,
-        now=now,
-        policy=trust.policy,
-    )

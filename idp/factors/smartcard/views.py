@@ -1,9 +1,12 @@
 """CPS card pages: the login page (local bridge and code), the agent's terminal-mode API, the TLS
 client-certificate endpoints, and card removal from the account.
 
-Thin: ``idp.factors.smartcard.login`` decides, these views turn its typed errors into pages or
-JSON. The login transaction's id lives in the login state (the card's step state): status,
-completion and the TLS return read it from there, never from the request.
+Thin: every answer goes through the orchestrator (``orchestrator().authenticate`` for the card's
+answer, ``orchestrator().pick_up`` for the browser taking over a login completed by the agent or
+the card host, ``orchestrator().remove`` for a card), which runs ``SmartcardMethod``; these views
+turn its typed errors into pages or JSON. The login transaction's id lives in the login state
+(the card's step state): status, completion and the TLS return read it from there, never from
+the request.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -24,26 +28,30 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from idp import headers, jsonlimits
-from idp.accounts.service import LastFactorError
 from idp.auth import flow
+from idp.auth.contract import (
+    AccountUnavailableError,
+    Attempt,
+    LastFactorError,
+    MethodError,
+    NoSuchEnrolmentError,
+)
+from idp.auth.devices import Client
+from idp.auth.errors import when_throttled
 from idp.auth.forms import CardAnswerForm, EmptyForm
-from idp.auth.policy import Policy, policy
-from idp.auth.service import AccountUnavailableError
+from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
     after_login,
     client_ip,
     complete_login,
-    current_practitioner,
     first_factor_practitioner,
     login_context,
     offered_factors,
 )
 from idp.db import get_db
-from idp.factors.smartcard import enrolment as cards
 from idp.factors.smartcard import login as service
-from idp.factors.smartcard.trust import CardTrust, CrlCache
-from idp.ratelimit import ThrottledError
-from idp.services import clock, crl_store, settings, throttle
+from idp.factors.smartcard.trust import CardTrust, CrlCache, DatabaseCrlStore, RedisCrlStore
+from idp.services import clock, methods, orchestrator, settings, throttle
 from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of
 
 bp = Blueprint("smartcard", __name__)
@@ -138,9 +146,30 @@ def card_trust() -> CardTrust | None:
     return settings().smartcard
 
 
+def crl_store():
+    """CRLs shared by every process: in Redis when configured, else in the database."""
+    client = current_app.extensions.get("idp.redis")
+    if client is not None:
+        return RedisCrlStore(client)
+    return DatabaseCrlStore(current_app.extensions["idp.engine"])
+
+
 def card_check(trust: CardTrust) -> service.CardCheck:
     crls = CrlCache(store=crl_store(), trust=trust, clock=clock())
     return service.CardCheck(trust=trust, crls=crls, origin=origin_of(settings().issuer))
+
+
+def card_method():
+    return methods()["smartcard"]
+
+
+def card_attempt(trust: CardTrust | None = None) -> Attempt:
+    """One card answer (``trust``: checked against it) or pick-up, from this address: a card
+    is throttled per address only, so the browser's device cookies play no part."""
+    context = {"clock": clock()}
+    if trust is not None:
+        context["check"] = card_check(trust)
+    return Attempt(client=Client(ip=client_ip()), now=clock().now(), context=context)
 
 
 def failure_message(code: str) -> tuple[str, int]:
@@ -148,7 +177,7 @@ def failure_message(code: str) -> tuple[str, int]:
     return str(message), status
 
 
-def refusal(error: Exception) -> tuple[str, int]:
+def refusal(error: MethodError) -> tuple[str, int]:
     if isinstance(error, service.UnknownCardHolderError):
         message = _(
             "No account on this service matches this card (RPPS %(rpps)s). Contact your "
@@ -156,7 +185,7 @@ def refusal(error: Exception) -> tuple[str, int]:
             rpps=error.rpps,
         )
         return message, 403
-    return failure_message(service.failure_code(error))
+    return failure_message(error.code)
 
 
 def render_refusal(message: str, status: int):
@@ -171,16 +200,14 @@ def unavailable():
     return render_template("error.html", message=message), 404
 
 
-def api_error(code: str, message: str, status: int, retry_after: int | None = None) -> Response:
+def api_error(code: str, message: str, status: int) -> Response:
     """Terminal-mode errors as ``smartcard.protocol`` defines them: ``{"error", "message"}``."""
     response = jsonify(error=code, message=message)
     response.status_code = status
-    if retry_after:
-        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
-def api_refusal(error: Exception) -> Response:
+def api_refusal(error: MethodError) -> Response:
     if isinstance(error, service.TransactionUsedError):
         return api_error(error.code, _("This code was already used. Reload the page."), 410)
     if isinstance(error, service.TransactionInvalidError):
@@ -188,7 +215,7 @@ def api_refusal(error: Exception) -> Response:
             "unknown_code", _("Unknown or expired code. Check the code on the page."), 404
         )
     message, status = refusal(error)
-    return api_error(service.failure_code(error), message, status)
+    return api_error(error.code, message, status)
 
 
 def bridge_url() -> str:
@@ -269,19 +296,15 @@ def finish():
     form = CardAnswerForm()
     if not form.validate_on_submit():
         return render_refusal(*failure_message("malformed_submission"))
+    when_throttled(lambda message: render_template("card_refused.html", message=message))
     try:
-        authentication = service.finish_bridge_login(
+        authentication = orchestrator().authenticate(
             get_db(),
-            transaction=session_transaction(),
-            answer=form.answer(),
-            check=card_check(trust),
-            ip=client_ip(),
-            throttle=throttle(),
-            clock=clock(),
+            card_method(),
+            card_attempt(trust),
+            {"via": service.BRIDGE, "transaction": session_transaction(), "answer": form.answer()},
         )
-    except ThrottledError:
-        return render_refusal(*failure_message("throttled"))
-    except service.REFUSED as exc:
+    except MethodError as exc:
         return render_refusal(*refusal(exc))
     flow.state().drop_step(KIND)
     complete_login(authentication)
@@ -309,8 +332,11 @@ def complete():
         abort(400)
     pending = current_login()
     try:
-        authentication = service.complete_code_login(
-            get_db(), transaction=session_transaction(), clock=clock()
+        authentication = orchestrator().pick_up(
+            get_db(),
+            card_method(),
+            card_attempt(),
+            {"via": service.CODE, "transaction": session_transaction()},
         )
     except AccountUnavailableError as exc:
         return render_refusal(*refusal(exc))
@@ -337,6 +363,7 @@ def code_api(code: str):
     trust = card_trust()
     if trust is None:
         return api_error("unavailable", _("Sign-in with a CPS card is not available."), 404)
+    when_throttled(lambda message: api_error("throttled", message, 429))
     try:
         if request.method == "GET":
             signing_request = service.signing_request(
@@ -362,19 +389,14 @@ def code_api(code: str):
             body = None
         if not isinstance(body, dict) or body.get("code") != code:
             return api_error("bad_request", _("The request is malformed."), 400)
-        service.submit_code_answer(
+        answer = {key: value for key, value in body.items() if key != "code"}
+        orchestrator().authenticate(
             get_db(),
-            code=code,
-            answer={key: value for key, value in body.items() if key != "code"},
-            check=card_check(trust),
-            ip=client_ip(),
-            throttle=throttle(),
-            clock=clock(),
+            card_method(),
+            card_attempt(trust),
+            {"via": service.CODE, "code": code, "answer": answer},
         )
-    except ThrottledError as exc:
-        message = _("Too many attempts. Try again in %(seconds)d seconds.", seconds=exc.retry_after)
-        return api_error("throttled", message, 429, exc.retry_after)
-    except service.REFUSED as exc:
+    except MethodError as exc:
         return api_refusal(exc)
     return jsonify(status="ok")
 
@@ -400,28 +422,30 @@ def tls_login():
 
     The headers count only from ``IDP_TRUSTED_PROXIES``, compared with the raw WSGI
     ``REMOTE_ADDR`` (the TCP peer). This host never sees the main host's session: see
-    ``smartcard_service.complete_tls_at_card_host`` for how the login is bound to the browser.
+    ``idp.factors.smartcard.login.new_result`` for how the login is bound to the browser.
     """
     trust = card_trust()
     if trust is None:
         return unavailable()
     forwarding = trust.forwarding
+    result = service.new_result()
+    when_throttled(lambda _message: back_to_main_host(error="throttled"))
     try:
-        result = service.complete_tls_at_card_host(
+        orchestrator().authenticate(
             get_db(),
-            transaction=request.args.get("t"),
-            header_value=request.headers.get(forwarding.cert_header),
-            verify_value=request.headers.get(forwarding.verify_header),
-            remote_addr=request.environ.get("REMOTE_ADDR", ""),
-            check=card_check(trust),
-            ip=client_ip(),
-            throttle=throttle(),
-            clock=clock(),
+            card_method(),
+            card_attempt(trust),
+            {
+                "via": service.TLS,
+                "transaction": request.args.get("t"),
+                "header_value": request.headers.get(forwarding.cert_header),
+                "verify_value": request.headers.get(forwarding.verify_header),
+                "remote_addr": request.environ.get("REMOTE_ADDR", ""),
+                "result": result,
+            },
         )
-    except ThrottledError:
-        return back_to_main_host(error="throttled")
-    except service.REFUSED as exc:
-        return back_to_main_host(error=service.failure_code(exc))
+    except MethodError as exc:
+        return back_to_main_host(error=exc.code)
     return back_to_main_host(r=result)
 
 
@@ -440,8 +464,15 @@ def tls_return():
     if error is not None:
         return render_refusal(*failure_message(error if error in FAILURES else ""))
     try:
-        authentication = service.finish_tls_login(
-            get_db(), transaction=session_transaction(), result=request.args.get("r"), clock=clock()
+        authentication = orchestrator().pick_up(
+            get_db(),
+            card_method(),
+            card_attempt(),
+            {
+                "via": service.TLS,
+                "transaction": session_transaction(),
+                "result": request.args.get("r"),
+            },
         )
     except AccountUnavailableError as exc:
         return render_refusal(*refusal(exc))
@@ -460,12 +491,15 @@ def tls_return():
 def remove(card_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
+    method = methods().get("smartcard")
+    if method is None:  # card login off: no card is listed, none can be removed
+        abort(404)
     try:
-        cards.remove_card(
-            get_db(), practitioner=current_practitioner(), card_id=card_id, clock=clock()
+        orchestrator().remove(
+            get_db(), method, current_auth().practitioner_id, card_id, now=clock().now()
         )
     except LastFactorError:
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
-    except cards.NoSuchCardError:
+    except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home"), code=303)

@@ -10,14 +10,14 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp.factors.smartcard import verify as v
-from idp.factors.smartcard.trust import (
+from idp.factors.smartcard.forwarded import (
     ClientCertificateMissingError,
-    CrlCache,
     UntrustedProxyError,
     decode_forwarded_certificate,
     identity_from_forwarded_certificate,
     is_trusted_proxy,
 )
+from idp.factors.smartcard.trust import CrlCache
 from tests.support import pki
 from tests.unit.cardtrust.conftest import make_trust
 

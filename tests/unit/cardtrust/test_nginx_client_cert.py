@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
-from idp.factors.smartcard.trust import identity_from_forwarded_certificate
+from idp.factors.smartcard.forwarded import identity_from_forwarded_certificate
 from idp.factors.smartcard.verify import SmartcardVerificationError
 from tests.support import nginx as harness
 from tests.support import pki
