@@ -46,10 +46,3 @@ def throttle():
 def methods():
     """This deployment's authentication methods (``idp.auth.registry.Registry``)."""
     return current_app.extensions["idp.methods"]
-
-
-def orchestrator():
-    """Runs every factor check: throttle, verify, account and level, audit, commit."""
-    from idp.auth.orchestrator import Orchestrator
-
-    return Orchestrator(methods(), throttle())

@@ -9,8 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.auth.contract import LastFactorError  # noqa: F401  (the factors still import it from here)
-from idp.auth.enrolment import InvitationInvalidError, accept_invitation  # noqa: F401
+from idp.auth.enrolment import InvitationInvalidError
 from idp.clock import Clock
 from idp.crypto import hash_password, hash_token, new_token
 from idp.models import Invitation, Practitioner, PractitionerStatus

@@ -223,3 +223,10 @@ class Orchestrator:
 
 def _practitioner(subject: int | str | None) -> int | None:
     return subject if isinstance(subject, int) else None
+
+
+def orchestrator() -> Orchestrator:
+    """The running app's orchestrator: its registry and its throttle."""
+    from idp.services import methods, throttle
+
+    return Orchestrator(methods(), throttle())

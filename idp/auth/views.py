@@ -13,11 +13,12 @@ from idp.auth.contract import AccountUnavailableError, Attempt
 from idp.auth.devices import Client
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
+from idp.auth.orchestrator import orchestrator
 from idp.auth.password import PASSWORD, InvalidCredentialsError
 from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
-from idp.services import client_address, clock, methods, orchestrator
+from idp.services import client_address, clock, methods
 
 bp = Blueprint("auth", __name__)
 

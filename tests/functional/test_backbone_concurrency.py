@@ -8,11 +8,12 @@ from sqlalchemy import select
 
 from idp.auth.contract import Attempt
 from idp.auth.devices import Client
+from idp.auth.orchestrator import orchestrator
 from idp.db import get_db
 from idp.factors.totp.method import InvalidCodeError
 from idp.models import Practitioner
 from idp.services import clock as app_clock
-from idp.services import methods, orchestrator
+from idp.services import methods
 from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"

@@ -8,6 +8,7 @@ import json
 from sqlalchemy import select, update
 
 from idp.accounts import service as accounts
+from idp.auth import enrolment
 from idp.db import get_db
 from idp.models import (
     Invitation,
@@ -129,10 +130,10 @@ def test_binding_a_key_and_accepting_the_invitation_are_one_transaction(live_ser
         challenge=b64url_decode(options["challenge"]), origin=live_server.url
     )
 
-    def refused(db, *, invitation, clock):
-        raise accounts.InvitationInvalidError()
+    def refused(db, *, invitation, now):
+        raise enrolment.InvitationInvalidError()
 
-    monkeypatch.setattr(accounts, "accept_invitation", refused)
+    monkeypatch.setattr(enrolment, "accept_invitation", refused)
     done = agent.post("/enrol/webauthn", {"credential": json.dumps(response)}, page.text)
     assert done.status_code == 409
     with live_server.app.app_context():

@@ -7,11 +7,11 @@ import segno
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from idp.auth import assurance, flow
+from idp.auth import assurance, enrolment, flow
 from idp.auth.contract import LastFactorError, LoginRestartError, MethodError, NoSuchEnrolmentError
-from idp.auth.enrolment import InvitationInvalidError, accept_invitation
 from idp.auth.errors import when_throttled
 from idp.auth.forms import CodeForm, EmptyForm
+from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
     after_login,
@@ -26,7 +26,7 @@ from idp.db import get_db
 from idp.factors.totp import method as service
 from idp.factors.totp import verify as totp
 from idp.models import Practitioner, TotpDevice
-from idp.services import cipher, clock, methods, orchestrator, settings
+from idp.services import cipher, clock, methods, settings
 
 bp = Blueprint("totp", __name__)
 KIND = "totp"
@@ -153,10 +153,10 @@ def remove(device_id: int):
 def enrol():
     """The invitation's second step: confirm the app whose seed the password step made."""
     db = get_db()
-    enrolment = flow.current_enrolment(db, now=clock().now())
-    if enrolment is None:
+    found = flow.current_enrolment(db, now=clock().now())
+    if found is None:
         return redirect(url_for("auth.login"))
-    practitioner, invitation = enrolment
+    practitioner, invitation = found
     device = pending_device(practitioner.id)
     if device is None:
         return redirect(url_for("auth.login"))
@@ -167,8 +167,8 @@ def enrol():
     if error:
         return render_setup("enrol_totp.html", device, form, error=error, status=400)
     try:
-        accept_invitation(db, invitation=invitation, now=clock().now())
-    except InvitationInvalidError:
+        enrolment.accept_invitation(db, invitation=invitation, now=clock().now())
+    except enrolment.InvitationInvalidError:
         db.rollback()
         return invitation_invalid(409)
     db.commit()

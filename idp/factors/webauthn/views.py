@@ -21,7 +21,7 @@ from flask import (
 from flask_babel import gettext as _
 
 from idp import challenges
-from idp.auth import assurance, flow
+from idp.auth import assurance, enrolment, flow
 from idp.auth.contract import (
     Attempt,
     LastFactorError,
@@ -29,7 +29,6 @@ from idp.auth.contract import (
     MethodError,
     NoSuchEnrolmentError,
 )
-from idp.auth.enrolment import InvitationInvalidError, accept_invitation
 from idp.auth.errors import when_throttled
 from idp.auth.forms import (
     CredentialForm,
@@ -38,6 +37,7 @@ from idp.auth.forms import (
     NewCredentialForm,
     PasswordLoginForm,
 )
+from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
     after_login,
@@ -63,7 +63,7 @@ from idp.factors.webauthn.method import (
     WebAuthnMethod,
 )
 from idp.models import Practitioner
-from idp.services import clock, methods, orchestrator, settings
+from idp.services import clock, methods, settings
 
 bp = Blueprint("webauthn", __name__)
 
@@ -233,8 +233,8 @@ def passkey_login():
 
 def enrolling_practitioner() -> Practitioner | None:
     """The invited practitioner finishing their own invitation (see accounts.views.enrol)."""
-    enrolment = flow.current_enrolment(get_db(), now=clock().now())
-    return enrolment[0] if enrolment else None
+    found = flow.current_enrolment(get_db(), now=clock().now())
+    return found[0] if found else None
 
 
 @bp.post("/enrol/webauthn/options")
@@ -263,11 +263,11 @@ def enrol():
     leaves no credential behind.
     """
     db = get_db()
-    enrolment = flow.current_enrolment(db, now=clock().now())
+    found = flow.current_enrolment(db, now=clock().now())
     form = NewCredentialForm()
-    if enrolment is None or not form.validate_on_submit():
+    if found is None or not form.validate_on_submit():
         return redirect(url_for("auth.login"))
-    practitioner, invitation = enrolment
+    practitioner, invitation = found
     try:
         credential = keys.finish_registration(
             db,
@@ -280,11 +280,11 @@ def enrol():
             ip=client_ip(),
             clock=clock(),
         )
-        accept_invitation(db, invitation=invitation, now=clock().now())
+        enrolment.accept_invitation(db, invitation=invitation, now=clock().now())
     except REGISTRATION_REFUSED as exc:
         message, status = registration_failure(exc)
         return render_template("error.html", message=message), status
-    except InvitationInvalidError:
+    except enrolment.InvitationInvalidError:
         db.rollback()
         message = _("This invitation link is invalid or has expired. Ask for a new one.")
         return render_template("error.html", message=message), 409
