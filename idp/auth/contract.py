@@ -51,9 +51,9 @@ class AccountUnavailableError(MethodError):
     counts_as_failure = False
     event = "refused"
 
-    def __init__(self, status: str = "", **details: Any) -> None:
-        super().__init__(str(status), **details)
-        self.account_status = str(status)
+    def __init__(self, account_status: str = "", **details: Any) -> None:
+        super().__init__(str(account_status), **details)
+        self.account_status = str(account_status)
 
 
 class InsufficientLevelError(MethodError):

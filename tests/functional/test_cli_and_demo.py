@@ -140,7 +140,7 @@ def test_serve_runs_gunicorn_workers(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        for _ in range(300):  # up to 30 s: the CI machine is shared
             try:
                 meta = requests.get(
                     f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=1
@@ -191,7 +191,7 @@ def test_serve_keeps_one_time_secrets_out_of_the_access_log(tmp_path):
         '"GET /enrol/totp HTTP/1.1"',
     )
     try:
-        for _ in range(100):
+        for _ in range(300):  # up to 30 s: the CI machine is shared
             try:
                 requests.get(f"{base}/healthz", timeout=1)
                 break

@@ -394,7 +394,7 @@ def test_a_passkey_options_call_overlapping_authorize_keeps_the_pending_request(
         assert answers["authorize"].headers["Location"].endswith("/login")
         assert answers["options"].status_code == 200, answers["options"].text
         data = store.load(sid)[0]
-        assert data.get("challenges", {}).get("webauthn.passkey"), (attempt, data)
+        assert data.get("step.webauthn.passkey", {}).get("challenge"), (attempt, data)
         # The pending request is still there: cancelling it answers the application.
         cancelled = requests.post(
             server.url + "/authorize/cancel",
