@@ -38,7 +38,7 @@ from idp.auth.contract import (
 )
 from idp.auth.devices import Client
 from idp.auth.errors import when_throttled
-from idp.auth.forms import CardAnswerForm, EmptyForm
+from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
@@ -51,6 +51,7 @@ from idp.auth.views import (
 )
 from idp.db import get_db
 from idp.factors.smartcard import login as service
+from idp.factors.smartcard.forms import CardAnswerForm
 from idp.factors.smartcard.trust import CardTrust, CrlCache, DatabaseCrlStore, RedisCrlStore
 from idp.services import clock, methods, settings, throttle
 from smartcard.protocol import MAX_MESSAGE_BYTES, origin_of

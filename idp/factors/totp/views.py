@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 from idp.auth import assurance, enrolment, flow
 from idp.auth.contract import LastFactorError, LoginRestartError, MethodError, NoSuchEnrolmentError
 from idp.auth.errors import when_throttled
-from idp.auth.forms import CodeForm, EmptyForm
+from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
@@ -25,6 +25,7 @@ from idp.auth.views import (
 from idp.db import get_db
 from idp.factors.totp import method as service
 from idp.factors.totp import verify as totp
+from idp.factors.totp.forms import CodeForm
 from idp.models import Practitioner, TotpDevice
 from idp.services import cipher, clock, methods, settings
 

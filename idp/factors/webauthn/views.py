@@ -30,13 +30,7 @@ from idp.auth.contract import (
     NoSuchEnrolmentError,
 )
 from idp.auth.errors import when_throttled
-from idp.auth.forms import (
-    CredentialForm,
-    CredentialNameForm,
-    EmptyForm,
-    NewCredentialForm,
-    PasswordLoginForm,
-)
+from idp.auth.forms import EmptyForm, PasswordLoginForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
@@ -54,6 +48,7 @@ from idp.auth.views import (
 from idp.db import get_db
 from idp.factors.webauthn import enrolment as keys
 from idp.factors.webauthn import verify as wa
+from idp.factors.webauthn.forms import CredentialForm, CredentialNameForm, NewCredentialForm
 from idp.factors.webauthn.method import (
     PASSKEY,
     REGISTER,
