@@ -223,6 +223,27 @@ def _register(page, base_url: str) -> None:
     page.wait_for_url("**/result?outcome=registered")
 
 
+def _plant(cdp, authenticator_id, *, sign_count: int, server_sign_count: int) -> bytes:
+    """A credential put straight into the virtual authenticator (at *sign_count*) and known to
+    the server (as last seen at *server_sign_count*); returns its id."""
+    credential_id = secrets.token_bytes(16)
+    key = add_credential(
+        cdp,
+        authenticator_id,
+        credential_id=credential_id,
+        rp_id="localhost",
+        user_handle=STATE["user_handle"],
+        sign_count=sign_count,
+    )
+    STATE["credentials"][credential_id] = {
+        "public_key": cose_ec2_public_key(key.public_key()),
+        "sign_count": server_sign_count,
+        "user_handle": STATE["user_handle"],
+        "backup_eligible": False,
+    }
+    return credential_id
+
+
 def _message(page):
     alert = page.locator("[data-webauthn-message]")
     alert.wait_for(state="visible")
@@ -262,21 +283,7 @@ def test_conditional_mediation_starts_on_load(page, base_url):
 
 def test_planted_credential_and_refused_user_verification(page, base_url):
     cdp, authenticator_id = add_virtual_authenticator(page)
-    credential_id = secrets.token_bytes(16)
-    key = add_credential(
-        cdp,
-        authenticator_id,
-        credential_id=credential_id,
-        rp_id="localhost",
-        user_handle=STATE["user_handle"],
-        sign_count=41,
-    )
-    STATE["credentials"][credential_id] = {
-        "public_key": cose_ec2_public_key(key.public_key()),
-        "sign_count": 41,
-        "user_handle": STATE["user_handle"],
-        "backup_eligible": False,
-    }
+    credential_id = _plant(cdp, authenticator_id, sign_count=41, server_sign_count=41)
 
     set_user_verified(cdp, authenticator_id, verified=False)
     _run(page, f"{base_url}/login")
@@ -293,21 +300,8 @@ def test_planted_credential_and_refused_user_verification(page, base_url):
 
 def test_stale_sign_count_is_refused_as_possible_clone(page, base_url):
     cdp, authenticator_id = add_virtual_authenticator(page)
-    credential_id = secrets.token_bytes(16)
-    key = add_credential(
-        cdp,
-        authenticator_id,
-        credential_id=credential_id,
-        rp_id="localhost",
-        user_handle=STATE["user_handle"],
-        sign_count=5,
-    )
-    STATE["credentials"][credential_id] = {
-        "public_key": cose_ec2_public_key(key.public_key()),
-        "sign_count": 6,  # the server already saw 6: the authenticator will answer 6
-        "user_handle": STATE["user_handle"],
-        "backup_eligible": False,
-    }
+    # The server already saw 6: the authenticator will answer 6.
+    _plant(cdp, authenticator_id, sign_count=5, server_sign_count=6)
     _run(page, f"{base_url}/login")
     page.wait_for_selector("#outcome")
     assert STATE["errors"] == ["SignCountRegressionError"]

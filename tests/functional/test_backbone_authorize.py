@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from idp.db import get_db
-from idp.oauth.clients import register_client
+from tests.support import factories
 from tests.support.oidc import RelyingParty, UserAgent, query_of, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
@@ -16,7 +16,7 @@ REDIRECT = "http://localhost:9999/callback"
 
 def add_client(live_server, **kwargs):
     with live_server.app.app_context():
-        client, secret = register_client(get_db(), redirect_uris=[REDIRECT], **kwargs)
+        client, secret = factories.client(get_db(), redirect_uris=[REDIRECT], **kwargs)
         return client.client_id, secret
 
 

@@ -7,10 +7,10 @@ import re
 import pyotp
 from sqlalchemy import select
 
-from idp.accounts import service
 from idp.db import get_db
 from idp.models import AuditEvent, Practitioner
 from idp.services import clock as app_clock
+from tests.support import factories
 from tests.support.oidc import UserAgent, totp_now
 
 RPPS = "10000000017"
@@ -19,16 +19,9 @@ RPPS = "10000000017"
 def invite(live_server) -> str:
     with live_server.app.app_context():
         db = get_db()
-        practitioner = service.create_practitioner(
-            db,
-            rpps=RPPS,
-            given_name="Léa",
-            family_name="Durand",
-            profession_code="21",
-            email="lea.durand@example.fr",
-            clock=app_clock(),
+        _, token = factories.invited(
+            db, app_clock(), rpps=RPPS, email="lea.durand@example.fr", given_name="Léa"
         )
-        token = service.create_invitation(db, practitioner=practitioner, clock=app_clock())
         db.commit()
         return token
 

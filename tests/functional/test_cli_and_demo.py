@@ -122,7 +122,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_runs_gunicorn_workers(tmp_path):
+def production_server(tmp_path, *, workers: int, output=subprocess.DEVNULL):
+    """``idp serve`` in production on a free port, its database upgraded first; its output (and
+    errors) go to *output*. Returns the port and the process: the caller stops it."""
     port = free_port()
     keys = {
         "IDP_ENV": "production",
@@ -134,11 +136,16 @@ def test_serve_runs_gunicorn_workers(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update(keys, IDP_INSTANCE_PATH=str(tmp_path))
     server = subprocess.Popen(
-        [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
+    return port, server
+
+
+def test_serve_runs_gunicorn_workers(tmp_path):
+    port, server = production_server(tmp_path, workers=2)
     try:
         for _ in range(300):  # up to 30 s: the CI machine is shared
             try:
@@ -163,25 +170,10 @@ def test_serve_runs_gunicorn_workers(tmp_path):
 
 
 def test_serve_keeps_one_time_secrets_out_of_the_access_log(tmp_path):
-    port = free_port()
-    keys = {
-        "IDP_ENV": "production",
-        "IDP_SECRET_KEY": "k" * 64,
-        "IDP_DATA_KEY": "d" * 64,
-        "IDP_ISSUER": f"http://localhost:{port}",
-    }
-    run_idp("db", "upgrade", tmp_path=tmp_path, env_extra=keys)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.update(keys, IDP_INSTANCE_PATH=str(tmp_path))
     log_path = tmp_path / "idp.log"
     token = secrets.token_urlsafe(32)
     with open(log_path, "wb") as log:  # gunicorn's access log (and its error log) go here
-        server = subprocess.Popen(
-            [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        port, server = production_server(tmp_path, workers=1, output=log)
     base = f"http://127.0.0.1:{port}"
     expected = (
         '"GET /enrol/[redacted] HTTP/1.1"',

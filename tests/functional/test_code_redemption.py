@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from idp.db import get_db
 from idp.models import AuditEvent, Practitioner, Token
-from idp.oauth.clients import register_client
+from tests.support import factories
 from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
 
 REDIRECT = "http://localhost:9999/callback"
@@ -88,7 +88,7 @@ def test_another_client_cannot_redeem_a_code_and_the_owner_still_can(live_server
     A (which is not at fault) still redeems it, once.
     """
     with live_server.app.app_context():
-        other, other_secret = register_client(
+        other, other_secret = factories.client(
             get_db(), name="Autre appli", redirect_uris=[REDIRECT], require_consent=False
         )
         other_id = other.client_id

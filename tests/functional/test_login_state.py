@@ -17,6 +17,7 @@ from idp.models import (
     TotpDevice,
     WebAuthnCredential,
 )
+from tests.support import factories
 from tests.support.oidc import UserAgent, json_post
 from tests.support.webauthn_crafting import SoftAuthenticator, b64url_decode
 
@@ -27,16 +28,7 @@ def invite(live_server, *, rpps="10000000033", email="mallory@demo.sante.fr") ->
     with live_server.app.app_context():
         db = get_db()
         clock = live_server.app.extensions["idp.clock"]
-        practitioner = accounts.create_practitioner(
-            db,
-            rpps=rpps,
-            given_name="Mallory",
-            family_name="Martin",
-            profession_code="10",
-            email=email,
-            clock=clock,
-        )
-        token = accounts.create_invitation(db, practitioner=practitioner, clock=clock)
+        _, token = factories.invited(db, clock, rpps=rpps, email=email)
         db.commit()
     return token
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from idp.clock import FrozenClock
 from idp.db import get_db
-from idp.factors.totp import method as totp_method
 from idp.models import (
     AuditEvent,
     Practitioner,
@@ -21,6 +20,7 @@ from idp.models import (
     TotpDevice,
     WebAuthnCredential,
 )
+from tests.support import factories
 from tests.support.idp_server import real_now_clock
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, json_post, query_of, totp_now
 from tests.support.webauthn_crafting import SoftAuthenticator, b64url, b64url_decode
@@ -118,27 +118,13 @@ def new_rp(live_server, demo) -> RelyingParty:
 
 def make_practitioner(live_server, *, rpps: str, email: str, password: str) -> str:
     """Another active practitioner with a password and a confirmed TOTP device."""
-    from idp.accounts import service
     from idp.services import cipher
 
     with live_server.app.app_context():
         db = get_db()
         clock = live_server.app.extensions["idp.clock"]
-        practitioner = service.create_practitioner(
-            db,
-            rpps=rpps,
-            given_name="Jules",
-            family_name="Bernard",
-            profession_code="60",
-            email=email,
-            clock=clock,
-            password=password,
-        )
-        practitioner.status = PractitionerStatus.ACTIVE
-        device, secret = totp_method.start_totp_enrolment(
-            db, practitioner=practitioner, name="Phone", clock=clock, cipher=cipher()
-        )
-        device.confirmed_at = clock.now()
+        jules = factories.practitioner(db, clock, rpps=rpps, email=email, password=password)
+        _device, secret = factories.totp_device(db, clock, jules, cipher=cipher())
         db.commit()
         return secret
 
@@ -661,21 +647,10 @@ def test_factor_changes_need_a_recent_login(live_server, demo, key, clock):
 
 def invited_at_second_step(live_server, rpps: str = "10000000025"):
     """An invited practitioner who chose a password: the page offering the second factor."""
-    from idp.accounts import service
-
     with live_server.app.app_context():
         db = get_db()
         clock = live_server.app.extensions["idp.clock"]
-        practitioner = service.create_practitioner(
-            db,
-            rpps=rpps,
-            given_name="Ana",
-            family_name="Lopez",
-            profession_code="50",
-            email="ana@demo.sante.fr",
-            clock=clock,
-        )
-        token = service.create_invitation(db, practitioner=practitioner, clock=clock)
+        _, token = factories.invited(db, clock, rpps=rpps, email="ana@demo.sante.fr")
         db.commit()
     agent = UserAgent(live_server.url)
     page = agent.get(f"/enrol/{token}")

@@ -59,9 +59,12 @@ def totp_device(db, clock, owner: Practitioner, *, cipher, name: str = "Phone"):
     return device, secret
 
 
-def pending_totp_device(db, clock, owner: Practitioner, *, cipher) -> tuple[TotpDevice, str]:
+def pending_totp_device(
+    db, clock, owner: Practitioner, *, cipher, name: str = "App"
+) -> tuple[TotpDevice, str]:
+    """An authenticator app started but not confirmed; returns the device and its seed."""
     return totp_method.start_totp_enrolment(
-        db, practitioner=owner, name="App", clock=clock, cipher=cipher
+        db, practitioner=owner, name=name, clock=clock, cipher=cipher
     )
 
 

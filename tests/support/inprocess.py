@@ -14,9 +14,9 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.test import EnvironBuilder
 
-from idp.accounts import service as accounts
 from idp.db import dispose as dispose_app
 from idp.db import get_db
+from tests.support import factories
 from tests.support.cardlogin import make_card_trust, serve_fresh_crls
 from tests.support.idp_server import build_app
 from tests.support.oidc import csrf_token, totp_now
@@ -152,16 +152,7 @@ def login_states(app, demo, clock) -> dict[str, dict]:
 
     with app.app_context():
         db = get_db()
-        invited = accounts.create_practitioner(
-            db,
-            rpps="10000000108",
-            given_name="Léa",
-            family_name="Durand",
-            profession_code="21",
-            email="lea.durand@example.fr",
-            clock=clock,
-        )
-        token = accounts.create_invitation(db, practitioner=invited, clock=clock)
+        _, token = factories.invited(db, clock)
         db.commit()
     client = app.test_client()
     page = client.get(f"/enrol/{token}", follow_redirects=True)

@@ -12,18 +12,17 @@ import pytest
 from flask_babel import gettext
 from sqlalchemy import select
 
-from idp.accounts import service as accounts
 from idp.auth import assurance
 from idp.auth.contract import Attempt, InsufficientLevelError, LastFactorError
 from idp.auth.devices import Client
 from idp.auth.orchestrator import Orchestrator
-from idp.factors.totp import method as totp_method
 from idp.factors.webauthn import enrolment as keys
 from idp.factors.webauthn import method as webauthn
 from idp.factors.webauthn import verify as wa
-from idp.models import AuditEvent, PractitionerStatus, WebAuthnCredential
+from idp.models import AuditEvent, WebAuthnCredential
 from idp.ratelimit import DatabaseThrottle
 from idp.services import cipher, methods
+from tests.support import factories
 from tests.support.webauthn_crafting import (
     DEFAULT_ORIGIN,
     TEST_AAGUID,
@@ -40,17 +39,7 @@ TEST_AAGUID_TEXT = str(uuid.UUID(bytes=TEST_AAGUID))
 
 @pytest.fixture
 def practitioner(db, clock):
-    practitioner = accounts.create_practitioner(
-        db,
-        rpps="10000000009",
-        given_name="Camille",
-        family_name="Martin",
-        profession_code="10",
-        email="camille@demo.sante.fr",
-        clock=clock,
-        password="A-long-enough-password",
-    )
-    practitioner.status = PractitionerStatus.ACTIVE
+    practitioner = factories.practitioner(db, clock)
     db.commit()
     return practitioner
 
@@ -214,10 +203,7 @@ def test_binding_needs_the_accounts_level_capped_by_the_new_keys(db, practitione
     rp = relying_party()
     new_key = assurance.PHISHING_RESISTANT
     assert keys.binding_requirement(db, practitioner_id=practitioner.id, new_level=new_key) is None
-    device, _secret = totp_method.start_totp_enrolment(
-        db, practitioner=practitioner, name="App", clock=clock, cipher=cipher()
-    )
-    device.confirmed_at = clock.now()
+    factories.totp_device(db, clock, practitioner, cipher=cipher())
     db.commit()
     with pytest.raises(keys.BindingLevelError):
         register(db, practitioner, clock, rp, session_acr=None)

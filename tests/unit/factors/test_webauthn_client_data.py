@@ -20,38 +20,13 @@ from tests.support.webauthn_crafting import (
     b64url,
     b64url_decode,
 )
+from tests.support.webauthn_verify import ORIGINS, authenticate, register
 
-ORIGINS = [DEFAULT_ORIGIN]
 EMBEDDED = [
     pytest.param({"crossOrigin": True}, id="cross-origin-without-top-origin"),
     pytest.param({"topOrigin": DEFAULT_ORIGIN}, id="top-origin-without-cross-origin"),
     pytest.param({"crossOrigin": True, "topOrigin": "https://evil.example"}, id="both"),
 ]
-
-
-def register(authn: SoftAuthenticator, response: dict | None = None, challenge: bytes = b""):
-    if response is None:
-        challenge = secrets.token_bytes(32)
-        response = authn.registration_response(challenge=challenge)
-    return wa.finish_registration(
-        credential_json=json.dumps(response),
-        expected_challenge=challenge,
-        expected_rp_id=DEFAULT_RP_ID,
-        expected_origins=ORIGINS,
-    )
-
-
-def authenticate(authn: SoftAuthenticator, stored: wa.RegisteredCredential, **knobs):
-    challenge = secrets.token_bytes(32)
-    response = authn.authentication_response(challenge=challenge, **knobs)
-    return wa.finish_authentication(
-        credential_json=response,
-        expected_challenge=challenge,
-        expected_rp_id=DEFAULT_RP_ID,
-        expected_origins=ORIGINS,
-        credential_public_key=stored.public_key,
-        credential_current_sign_count=stored.sign_count,
-    )
 
 
 # --------------------------------------------------------------------------- embedding (WA-02)

@@ -10,50 +10,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from idp.factors.webauthn import verify as wa
 from tests.support.webauthn_crafting import (
-    DEFAULT_ORIGIN,
     DEFAULT_RP_ID,
     SoftAuthenticator,
     b64url,
     b64url_decode,
 )
-
-ORIGINS = [DEFAULT_ORIGIN]
+from tests.support.webauthn_verify import ORIGINS, authenticate, register
 
 
 @pytest.fixture
 def authenticator() -> SoftAuthenticator:
     return SoftAuthenticator()
-
-
-def _register(authn: SoftAuthenticator, **knobs) -> wa.RegisteredCredential:
-    challenge = secrets.token_bytes(32)
-    response = authn.registration_response(challenge=challenge, **knobs)
-    return wa.finish_registration(
-        credential_json=json.dumps(response),
-        expected_challenge=challenge,
-        expected_rp_id=DEFAULT_RP_ID,
-        expected_origins=ORIGINS,
-    )
-
-
-def _authenticate(
-    authn: SoftAuthenticator,
-    stored: wa.RegisteredCredential,
-    *,
-    stored_count: int | None = None,
-    expected_challenge: bytes | None = None,
-    **knobs,
-) -> wa.AuthenticationResult:
-    challenge = secrets.token_bytes(32)
-    response = authn.authentication_response(challenge=challenge, **knobs)
-    return wa.finish_authentication(
-        credential_json=response,
-        expected_challenge=expected_challenge or challenge,
-        expected_rp_id=DEFAULT_RP_ID,
-        expected_origins=ORIGINS,
-        credential_public_key=stored.public_key,
-        credential_current_sign_count=stored.sign_count if stored_count is None else stored_count,
-    )
 
 
 # ------------------------------------------------------------------ options (WA-01)
@@ -96,7 +63,7 @@ def test_short_challenge_is_refused():
 
 
 def test_registration_then_authentication_succeeds(authenticator):
-    stored = _register(authenticator)
+    stored = register(authenticator)
     assert stored.credential_id == authenticator.credential_id
     assert stored.aaguid == "01234567-89ab-cdef-0123-456789abcdef"
     assert stored.uv is True
@@ -107,7 +74,7 @@ def test_registration_then_authentication_succeeds(authenticator):
     assert (stored.backup_eligible, stored.backup_state) == (False, False)
     assert stored.device_type == "single_device"
 
-    result = _authenticate(authenticator, stored)
+    result = authenticate(authenticator, stored)
     assert result.credential_id == authenticator.credential_id
     assert result.new_sign_count == 1
     assert result.uv is True
@@ -115,13 +82,13 @@ def test_registration_then_authentication_succeeds(authenticator):
 
 
 def test_synced_passkey_reports_backup_flags(authenticator):
-    stored = _register(authenticator, be=True, bs=True)
+    stored = register(authenticator, be=True, bs=True)
     assert (stored.backup_eligible, stored.backup_state, stored.device_type) == (
         True,
         True,
         "multi_device",
     )
-    result = _authenticate(authenticator, stored, be=True, bs=True)
+    result = authenticate(authenticator, stored, be=True, bs=True)
     assert (result.backup_eligible, result.backup_state) == (True, True)
 
 
@@ -149,7 +116,7 @@ def test_parse_credential_id_reads_raw_id(authenticator):
 )
 def test_registration_refusals(authenticator, knobs, error):
     with pytest.raises(error):
-        _register(authenticator, **knobs)
+        register(authenticator, **knobs)
 
 
 def test_registration_challenge_mismatch(authenticator):
@@ -195,19 +162,19 @@ def test_aaguid_allowlist(authenticator):
     ],
 )
 def test_authentication_refusals(authenticator, knobs, error):
-    stored = _register(authenticator)
+    stored = register(authenticator)
     with pytest.raises(error):
-        _authenticate(authenticator, stored, **knobs)
+        authenticate(authenticator, stored, **knobs)
 
 
 def test_authentication_challenge_mismatch(authenticator):
-    stored = _register(authenticator)
+    stored = register(authenticator)
     with pytest.raises(wa.ChallengeMismatchError):
-        _authenticate(authenticator, stored, expected_challenge=secrets.token_bytes(32))
+        authenticate(authenticator, stored, expected_challenge=secrets.token_bytes(32))
 
 
 def test_backup_eligibility_must_not_change(authenticator):
-    stored = _register(authenticator)
+    stored = register(authenticator)
     challenge = secrets.token_bytes(32)
     response = authenticator.authentication_response(challenge=challenge, be=True)
     with pytest.raises(wa.BackupEligibilityChangedError):
@@ -227,24 +194,24 @@ def test_backup_eligibility_must_not_change(authenticator):
 
 @pytest.mark.parametrize(("stored_count", "new_count"), [(10, 9), (10, 10), (10, 0), (5, 0)])
 def test_sign_count_regression_is_a_possible_clone(authenticator, stored_count, new_count):
-    stored = _register(authenticator)
+    stored = register(authenticator)
     with pytest.raises(wa.SignCountRegressionError) as excinfo:
-        _authenticate(authenticator, stored, stored_count=stored_count, sign_count=new_count)
+        authenticate(authenticator, stored, stored_count=stored_count, sign_count=new_count)
     assert excinfo.value.stored_sign_count == stored_count
     assert excinfo.value.new_sign_count == new_count
 
 
 def test_zero_counters_mean_no_counter(authenticator):
-    stored = _register(authenticator)
-    assert _authenticate(authenticator, stored, stored_count=0, sign_count=0).new_sign_count == 0
+    stored = register(authenticator)
+    assert authenticate(authenticator, stored, stored_count=0, sign_count=0).new_sign_count == 0
 
 
 def test_forged_signature_is_judged_before_the_counter(authenticator):
     """A forged low counter must not get an honest credential flagged as cloned."""
-    stored = _register(authenticator)
+    stored = register(authenticator)
     forger = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(wa.InvalidSignatureError):
-        _authenticate(authenticator, stored, stored_count=10, sign_count=1, signing_key=forger)
+        authenticate(authenticator, stored, stored_count=10, sign_count=1, signing_key=forger)
 
 
 # ------------------------------------------------------------------ malformed payloads
