@@ -7,7 +7,6 @@ import json
 
 from sqlalchemy import select, update
 
-from idp.accounts import service as accounts
 from idp.auth import enrolment
 from idp.db import get_db
 from idp.models import (
