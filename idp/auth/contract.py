@@ -102,6 +102,8 @@ class Enrolment:
     last_used_at: dt.datetime | None = None
     record: Any = None
     """The row itself, for the method's own account template."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Extra fields for the audit event of its binding (never a secret)."""
 
 
 @dataclass(frozen=True)

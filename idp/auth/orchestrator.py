@@ -14,7 +14,7 @@ throttle, audit or commit a login themselves; views never write this sequence ag
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from idp.auth.contract import (
     AccountUnavailableError,
     Attempt,
     AuthMethod,
+    Enrolment,
     InsufficientLevelError,
     LastFactorError,
     LoginRestartError,
@@ -172,6 +173,49 @@ class Orchestrator:
         )
         db.commit()
         return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
+
+    def enrol(
+        self,
+        db: Session,
+        method: AuthMethod,
+        attempt: Attempt,
+        answer: Mapping[str, Any],
+        *,
+        within: Callable[[], object] | None = None,
+    ) -> Enrolment:
+        """Bind a new factor to ``attempt.practitioner_id``, in one unit of work.
+
+        Nothing is throttled: only a signed-in practitioner (or an invited one, after their
+        invitation's password step) reaches a binding, and a binding guesses nothing. A refusal
+        is audited ``account:<kind>:refused`` and committed; a success is audited
+        ``account:two_factor:method_added`` and committed together with ``within()`` (an
+        invitation's acceptance): if that raises, nothing is committed and the caller rolls back.
+        """
+        try:
+            enrolment = method.finish_enrol(db, attempt, answer)
+        except MethodError as error:
+            db.rollback()
+            audit.record(
+                db,
+                f"account:{method.kind}:refused",
+                practitioner_id=attempt.practitioner_id,
+                reason=error.code,
+                **error.details,
+            )
+            db.commit()
+            raise
+        if within is not None:
+            within()
+        audit.record(
+            db,
+            "account:two_factor:method_added",
+            practitioner_id=attempt.practitioner_id,
+            method=method.kind,
+            **{method.enrolment_field: enrolment.id},
+            **enrolment.details,
+        )
+        db.commit()
+        return enrolment
 
     def remove(
         self, db: Session, method: AuthMethod, practitioner_id: int, enrolment_id: int, *, now

@@ -197,7 +197,7 @@ def test_serve_keeps_one_time_secrets_out_of_the_access_log(tmp_path):
             allow_redirects=False,
         )
         requests.get(f"{base}/enrol/totp", allow_redirects=False)
-        for _ in range(100):
+        for _ in range(300):
             logged = log_path.read_text()
             if all(line in logged for line in expected):
                 break

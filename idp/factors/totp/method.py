@@ -9,7 +9,6 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from idp import audit
 from idp.auth import assurance
 from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
 from idp.clock import Clock, FrozenClock
@@ -82,13 +81,6 @@ def confirm_totp_enrolment(
     if not consume_totp_step(db, device=device, step=step, now=clock.now()):
         raise totp.ReplayedCodeError()
     device.confirmed_at = clock.now()
-    audit.record(
-        db,
-        "account:two_factor:method_added",
-        practitioner_id=device.practitioner_id,
-        method="totp",
-        device_id=device.id,
-    )
 
 
 def active_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
@@ -158,6 +150,40 @@ class TotpMethod:
             cipher=self.cipher,
         )
         return {"device": device.id}
+
+    def begin(self, db: Session, attempt: Attempt) -> dict:
+        """Nothing to send: the app computes its codes from the seed it scanned."""
+        return {}
+
+    def pending_device(self, db: Session, practitioner_id: int, device_id: object):
+        device = db.get(TotpDevice, device_id) if isinstance(device_id, int) else None
+        if device is None or device.practitioner_id != practitioner_id or device.confirmed_at:
+            return None
+        return device
+
+    def finish_enrol(self, db: Session, attempt: Attempt, answer) -> Enrolment:
+        """A correct code from the app confirms the pending seed (its step is used once)."""
+        device = self.pending_device(db, attempt.practitioner_id, answer.get("device"))
+        if device is None:
+            raise NoSuchEnrolmentError()
+        try:
+            confirm_totp_enrolment(
+                db,
+                device=device,
+                code=answer.get("code") or "",
+                clock=FrozenClock(attempt.now),
+                cipher=self.cipher,
+            )
+        except totp.TotpError as exc:
+            raise InvalidCodeError() from exc
+        return Enrolment(
+            kind=self.kind,
+            id=device.id,
+            name=device.name,
+            level=assurance.SUBSTANTIAL,
+            created_at=device.created_at,
+            record=device,
+        )
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
         return [

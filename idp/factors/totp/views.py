@@ -8,7 +8,13 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from idp.auth import assurance, enrolment, flow
-from idp.auth.contract import LastFactorError, LoginRestartError, MethodError, NoSuchEnrolmentError
+from idp.auth.contract import (
+    Attempt,
+    LastFactorError,
+    LoginRestartError,
+    MethodError,
+    NoSuchEnrolmentError,
+)
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
@@ -51,20 +57,17 @@ def render_setup(template: str, device: TotpDevice, form, error=None, status=200
 def pending_device(practitioner_id: int) -> TotpDevice | None:
     """The app being added in this login, for this practitioner, not yet confirmed."""
     device_id = flow.state().step(KIND).get("device")
-    device = get_db().get(TotpDevice, device_id) if isinstance(device_id, int) else None
-    if device is None or device.practitioner_id != practitioner_id or device.confirmed_at:
-        return None
-    return device
+    return methods()[KIND].pending_device(get_db(), practitioner_id, device_id)
 
 
-def confirm_code(device: TotpDevice, form) -> str | None:
-    """Confirm a pending seed; returns an error message, or None once it is active."""
+def confirm_code(device: TotpDevice, form, *, within=None) -> str | None:
+    """Confirm a pending seed (and whatever ``within`` adds to the same unit of work);
+    returns an error message, or None once it is active and committed."""
+    attempt = Attempt(client=None, now=clock().now(), practitioner_id=device.practitioner_id)
+    answer = {"device": device.id, "code": form.code.data}
     try:
-        service.confirm_totp_enrolment(
-            get_db(), device=device, code=form.code.data, clock=clock(), cipher=cipher()
-        )
-    except totp.TotpError:
-        get_db().rollback()
+        orchestrator().enrol(get_db(), methods()[KIND], attempt, answer, within=within)
+    except MethodError:
         return _("Incorrect code. Check the code shown in your app and try again.")
     return None
 
@@ -126,7 +129,6 @@ def add():
     error = confirm_code(device, form)
     if error:
         return render_setup("totp_setup.html", device, form, error=error, status=400)
-    db.commit()
     flow.state().drop_step(KIND)
     return redirect(url_for("accounts.home"), code=303)
 
@@ -164,14 +166,18 @@ def enrol():
     form = CodeForm()
     if not form.validate_on_submit():
         return render_setup("enrol_totp.html", device, form)
-    error = confirm_code(device, form)
-    if error:
-        return render_setup("enrol_totp.html", device, form, error=error, status=400)
     try:
-        enrolment.accept_invitation(db, invitation=invitation, now=clock().now())
+        error = confirm_code(
+            device,
+            form,
+            within=lambda: enrolment.accept_invitation(
+                db, invitation=invitation, now=clock().now()
+            ),
+        )
     except enrolment.InvitationInvalidError:
         db.rollback()
         return invitation_invalid(409)
-    db.commit()
+    if error:
+        return render_setup("enrol_totp.html", device, form, error=error, status=400)
     complete_login(flow.Authentication(practitioner.id, service.AMR, assurance.SUBSTANTIAL))
     return after_login()

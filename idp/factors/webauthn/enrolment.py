@@ -129,7 +129,6 @@ def begin_registration(
         challenge=challenge,
         attestation=rp.attestation,
     )
-    db.commit()
     return options, challenge_id
 
 
@@ -145,70 +144,48 @@ def finish_registration(
     ip: str | None,
     clock: Clock,
 ) -> WebAuthnCredential:
-    """Verify an attestation and add the new credential to the caller's transaction (the caller
-    commits it, with whatever else its flow does); refusals are audited and committed."""
-    try:
-        name = clean_name(name)
-        challenge = challenges.consume(db, challenge_id=challenge_id, purpose=REGISTER, clock=clock)
-        if challenge.practitioner_id != practitioner.id:
-            raise challenges.ChallengeInvalidError()
-        registered = wa.finish_registration(
-            credential_json=credential_json,
-            expected_challenge=challenge.challenge,
-            expected_rp_id=rp.rp_id,
-            expected_origins=list(rp.origins),
-            aaguid_allowlist=set(rp.aaguid_allowlist) if rp.aaguid_allowlist else None,
-            attestation_roots=rp.roots_by_format() or None,
-        )
-        if rp.aaguid_allowlist and not registered.attestation_trusted:
-            raise wa.AttestationNotAllowedError("a certified authenticator is required")
-        level = assurance.HIGH if registered.hardware_bound else assurance.PHISHING_RESISTANT
-        check_binding_level(
-            db, practitioner_id=practitioner.id, new_level=level, session_acr=session_acr
-        )
-        if find_credential(db, registered.credential_id) is not None:
-            raise DuplicateCredentialError()
-        credential = WebAuthnCredential(
-            practitioner_id=practitioner.id,
-            credential_id=registered.credential_id,
-            public_key=registered.public_key,
-            sign_count=registered.sign_count,
-            aaguid=registered.aaguid,
-            transports=" ".join(t for t in KNOWN_TRANSPORTS if t in registered.transports),
-            backup_eligible=registered.backup_eligible,
-            backup_state=registered.backup_state,
-            hardware_bound=registered.hardware_bound,
-            attestation_fmt=registered.attestation_fmt[:32],
-            name=name,
-            created_at=clock.now(),
-            created_ip=(ip or "")[:64] or None,
-        )
-        db.add(credential)
-        try:
-            db.flush()
-        except IntegrityError as exc:  # the same credential registered concurrently
-            raise DuplicateCredentialError() from exc
-    except (WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError) as exc:
-        db.rollback()
-        audit.record(
-            db,
-            "account:webauthn:refused",
-            practitioner_id=practitioner.id,
-            reason=type(exc).__name__,
-        )
-        db.commit()
-        raise
-    audit.record(
-        db,
-        "account:two_factor:method_added",
-        practitioner_id=practitioner.id,
-        method="webauthn",
-        credential=credential.id,
-        aaguid=credential.aaguid,
-        attestation=credential.attestation_fmt,
-        backup_eligible=credential.backup_eligible,
-        hardware_bound=credential.hardware_bound,
+    """Verify an attestation and add the new credential to the caller's unit of work; the
+    orchestrator (``WebAuthnMethod.finish_enrol``) audits and commits."""
+    name = clean_name(name)
+    challenge = challenges.consume(db, challenge_id=challenge_id, purpose=REGISTER, clock=clock)
+    if challenge.practitioner_id != practitioner.id:
+        raise challenges.ChallengeInvalidError()
+    registered = wa.finish_registration(
+        credential_json=credential_json,
+        expected_challenge=challenge.challenge,
+        expected_rp_id=rp.rp_id,
+        expected_origins=list(rp.origins),
+        aaguid_allowlist=set(rp.aaguid_allowlist) if rp.aaguid_allowlist else None,
+        attestation_roots=rp.roots_by_format() or None,
     )
+    if rp.aaguid_allowlist and not registered.attestation_trusted:
+        raise wa.AttestationNotAllowedError("a certified authenticator is required")
+    level = assurance.HIGH if registered.hardware_bound else assurance.PHISHING_RESISTANT
+    check_binding_level(
+        db, practitioner_id=practitioner.id, new_level=level, session_acr=session_acr
+    )
+    if find_credential(db, registered.credential_id) is not None:
+        raise DuplicateCredentialError()
+    credential = WebAuthnCredential(
+        practitioner_id=practitioner.id,
+        credential_id=registered.credential_id,
+        public_key=registered.public_key,
+        sign_count=registered.sign_count,
+        aaguid=registered.aaguid,
+        transports=" ".join(t for t in KNOWN_TRANSPORTS if t in registered.transports),
+        backup_eligible=registered.backup_eligible,
+        backup_state=registered.backup_state,
+        hardware_bound=registered.hardware_bound,
+        attestation_fmt=registered.attestation_fmt[:32],
+        name=name,
+        created_at=clock.now(),
+        created_ip=(ip or "")[:64] or None,
+    )
+    db.add(credential)
+    try:
+        db.flush()
+    except IntegrityError as exc:  # the same credential registered concurrently
+        raise DuplicateCredentialError() from exc
     return credential
 
 

@@ -124,6 +124,20 @@ class AssertionRefusedError(MethodError):
             self.status = 400
 
 
+class RegistrationRefusedError(MethodError):
+    """A new key refused (bad attestation, wrong challenge, binding level, duplicate...): the
+    code is the refusal's own name, as the audit trail always recorded it; ``cause`` is the
+    refusal itself, for the page's wording."""
+
+    status = 400
+    counts_as_failure = False
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.code = type(cause).__name__
+        self.cause = cause
+
+
 class NoCredentialError(MethodError):
     """The practitioner has no usable credential at the requested level (``begin``)."""
 
@@ -392,6 +406,55 @@ class WebAuthnMethod:
             flag_possible_clone(db, credential=credential, now=attempt.now, error=error)
 
     # ----------------------------------------------------------------------- enrolments
+
+    # ----------------------------------------------------------------------- binding
+
+    def begin_enrol(self, db: Session, attempt: Attempt) -> Mapping[str, Any]:
+        """Creation options and the challenge id; ``context``: ``rp``, ``session_acr`` (the
+        login's level, None for an invitation: NIST-10 checks it against the account)."""
+        from idp.factors.webauthn import enrolment as keys
+
+        options, challenge_id = keys.begin_registration(
+            db,
+            rp=attempt.context["rp"],
+            practitioner=db.get(Practitioner, attempt.practitioner_id),
+            session_acr=attempt.context.get("session_acr"),
+            clock=FrozenClock(attempt.now),
+        )
+        return {"options": options, "challenge_id": challenge_id}
+
+    def finish_enrol(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Enrolment:
+        """``answer``: ``credential`` (the browser's JSON), ``challenge_id``, ``name``."""
+        from idp.factors.webauthn import enrolment as keys
+
+        try:
+            credential = keys.finish_registration(
+                db,
+                rp=attempt.context["rp"],
+                practitioner=db.get(Practitioner, attempt.practitioner_id),
+                credential_json=answer.get("credential") or "",
+                challenge_id=answer.get("challenge_id"),
+                name=answer.get("name") or "",
+                session_acr=attempt.context.get("session_acr"),
+                ip=attempt.client.ip if attempt.client is not None else None,
+                clock=FrozenClock(attempt.now),
+            )
+        except (keys.WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError) as exc:
+            raise RegistrationRefusedError(exc) from exc
+        return Enrolment(
+            kind=self.kind,
+            id=credential.id,
+            name=credential.name,
+            level=level_of(credential),
+            created_at=credential.created_at,
+            record=credential,
+            details={
+                "aaguid": credential.aaguid,
+                "attestation": credential.attestation_fmt,
+                "backup_eligible": credential.backup_eligible,
+                "hardware_bound": credential.hardware_bound,
+            },
+        )
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
         return [

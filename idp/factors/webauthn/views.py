@@ -35,7 +35,6 @@ from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
     after_login,
-    client_ip,
     complete_login,
     current_client,
     current_practitioner,
@@ -54,6 +53,7 @@ from idp.factors.webauthn.method import (
     REGISTER,
     SECOND_FACTOR,
     NoCredentialError,
+    RegistrationRefusedError,
     RelyingParty,
     WebAuthnMethod,
 )
@@ -62,8 +62,6 @@ from idp.services import clock, methods, settings
 
 bp = Blueprint("webauthn", __name__)
 
-REGISTRATION_REFUSED = (keys.WebAuthnAccountError, wa.WebAuthnError, challenges.ChallengeError)
-
 
 def relying_party() -> RelyingParty:
     return RelyingParty.from_settings(settings())
@@ -71,6 +69,24 @@ def relying_party() -> RelyingParty:
 
 def method() -> WebAuthnMethod:
     return methods()["webauthn"]
+
+
+def binding(practitioner: Practitioner, *, session_acr: str | None) -> Attempt:
+    """Binding a new key to ``practitioner`` from a login at ``session_acr`` (None: invited)."""
+    return Attempt(
+        client=current_client(),
+        now=clock().now(),
+        practitioner_id=practitioner.id,
+        context={"rp": relying_party(), "session_acr": session_acr},
+    )
+
+
+def registration_answer(form) -> dict:
+    return {
+        "credential": form.credential.data,
+        "challenge_id": take_challenge(REGISTER),
+        "name": form.name.data or _("Security key"),
+    }
 
 
 def attempt(practitioner: Practitioner | None, *, login: str | None = None) -> Attempt:
@@ -238,15 +254,19 @@ def enrol_options():
     practitioner = enrolling_practitioner()
     if practitioner is None:
         return json_error("expired", _("This request has expired. Try again."), 400)
+    return registration_options(practitioner, session_acr=None)
+
+
+def registration_options(practitioner: Practitioner, *, session_acr: str | None) -> Response:
     drop_previous_challenge(REGISTER)
+    db = get_db()
     try:
-        options, challenge_id = keys.begin_registration(
-            get_db(), rp=relying_party(), practitioner=practitioner, session_acr=None, clock=clock()
-        )
+        started = method().begin_enrol(db, binding(practitioner, session_acr=session_acr))
     except keys.BindingLevelError as exc:
         return json_error("binding_level", registration_failure(exc)[0], 403)
-    keep_challenge(REGISTER, challenge_id)
-    return options_response(options)
+    db.commit()
+    keep_challenge(REGISTER, started["challenge_id"])
+    return options_response(started["options"])
 
 
 @bp.post("/enrol/webauthn")
@@ -263,30 +283,28 @@ def enrol():
     if found is None or not form.validate_on_submit():
         return redirect(url_for("auth.login"))
     practitioner, invitation = found
-    try:
-        credential = keys.finish_registration(
-            db,
-            rp=relying_party(),
-            practitioner=practitioner,
-            credential_json=form.credential.data,
-            challenge_id=take_challenge(REGISTER),
-            name=form.name.data or _("Security key"),
-            session_acr=None,
-            ip=client_ip(),
-            clock=clock(),
-        )
+
+    def accept() -> None:
         enrolment.accept_invitation(db, invitation=invitation, now=clock().now())
-    except REGISTRATION_REFUSED as exc:
-        message, status = registration_failure(exc)
+
+    try:
+        bound = orchestrator().enrol(
+            db,
+            method(),
+            binding(practitioner, session_acr=None),
+            registration_answer(form),
+            within=accept,
+        )
+    except RegistrationRefusedError as exc:
+        message, status = registration_failure(exc.cause)
         return render_template("error.html", message=message), status
     except enrolment.InvitationInvalidError:
         db.rollback()
         message = _("This invitation link is invalid or has expired. Ask for a new one.")
         return render_template("error.html", message=message), 409
-    db.commit()
-    level = assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
+    credential = bound.record
     amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
-    complete_login(flow.Authentication(practitioner.id, tuple(amr), level))
+    complete_login(flow.Authentication(practitioner.id, tuple(amr), bound.level))
     return after_login()
 
 
@@ -323,22 +341,12 @@ def add():
     form = NewCredentialForm()
     if not form.validate_on_submit():
         return render_add(form, status=400 if request.method == "POST" else 200)
+    attempt = binding(practitioner, session_acr=current_auth().acr)
     try:
-        keys.finish_registration(
-            db,
-            rp=relying_party(),
-            practitioner=practitioner,
-            credential_json=form.credential.data,
-            challenge_id=take_challenge(REGISTER),
-            name=form.name.data or _("Security key"),
-            session_acr=current_auth().acr,
-            ip=client_ip(),
-            clock=clock(),
-        )
-    except REGISTRATION_REFUSED as exc:
-        message, status = registration_failure(exc)
+        orchestrator().enrol(db, method(), attempt, registration_answer(form))
+    except RegistrationRefusedError as exc:
+        message, status = registration_failure(exc.cause)
         return render_add(form, error=message, status=status)
-    db.commit()
     return redirect(url_for("accounts.home"), code=303)
 
 
@@ -362,19 +370,7 @@ def add_step_up():
 @bp.post("/account/webauthn/add/options")
 @policy(Policy.RECENT_STRONG)
 def add_options():
-    drop_previous_challenge(REGISTER)
-    try:
-        options, challenge_id = keys.begin_registration(
-            get_db(),
-            rp=relying_party(),
-            practitioner=current_practitioner(),
-            session_acr=current_auth().acr,
-            clock=clock(),
-        )
-    except keys.BindingLevelError as exc:
-        return json_error("binding_level", registration_failure(exc)[0], 403)
-    keep_challenge(REGISTER, challenge_id)
-    return options_response(options)
+    return registration_options(current_practitioner(), session_acr=current_auth().acr)
 
 
 @bp.post("/account/webauthn/<int:credential_id>/rename")
