@@ -5,33 +5,66 @@ enrol it and how to produce a good, a wrong and a stale answer. A new method add
 and passes the same checks: no answer accepted twice, failures counted and throttled before
 anything is verified, an expired challenge refused, success and failure audited exactly once,
 the last factor never removable, ``revoke_all`` leaving nothing usable.
+
+The whole module runs on an application with card trust (the ``app`` fixture below), so the card
+method is in the registry for every harness. The CPS card is pure Python: certificates from the
+module's test PKI with their RSA keys, answers signed exactly as the agent signs them; the
+functional tests cover the real token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
 
 from idp.auth import assurance
 from idp.auth.contract import Attempt, LastFactorError, MethodError
 from idp.auth.devices import Client
 from idp.auth.orchestrator import Orchestrator
+from idp.db import dispose as dispose_app
+from idp.factors.smartcard import login as card_logins
+from idp.factors.smartcard.views import card_check
 from idp.factors.totp import verify as totp
 from idp.factors.webauthn import enrolment as keys
 from idp.factors.webauthn import method as webauthn
 from idp.models import AuditEvent
 from idp.ratelimit import DatabaseThrottle, ThrottledError
-from idp.services import cipher, methods
-from tests.support import factories
+from idp.services import cipher, methods, settings
+from smartcard.protocol import MECHANISM_PKCS1, CardAnswer, origin_of, signing_payload
+from tests.support import factories, pki
+from tests.support.cardlogin import make_card_trust, serve_fresh_crls
+from tests.support.idp_server import build_app
 from tests.support.webauthn_crafting import DEFAULT_ORIGIN, SoftAuthenticator, b64url_decode
 
 IP = "192.0.2.10"
 
 
-class TotpHarness:
+@pytest.fixture
+def app(database_url, tmp_path, clock, crl_server, card_pki):
+    """Card trust on (the card method exists only then), with fresh CRLs for the card issuer."""
+    serve_fresh_crls(crl_server, card_pki, now=clock.now())
+    application = build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
+    yield application
+    dispose_app(application)
+
+
+class Harness:
+    kind: str
+    fixtures: tuple[str, ...] = ()
+    """Fixtures the harness is built with (by name)."""
+
+    def owner(self, db, clock):
+        """The practitioner whose factors the checks enrol."""
+        return factories.practitioner(db, clock)
+
+
+class TotpHarness(Harness):
     kind = "totp"
 
     def __init__(self) -> None:
@@ -59,7 +92,7 @@ class TotpHarness:
         return {"code": totp.code_at(secret=self.seeds[enrolment_id], when=earlier)}
 
 
-class WebAuthnHarness:
+class WebAuthnHarness(Harness):
     kind = "webauthn"
 
     def __init__(self) -> None:
@@ -120,7 +153,80 @@ class WebAuthnHarness:
         return answer
 
 
-HARNESSES = [TotpHarness, WebAuthnHarness]
+@functools.cache
+def stranger_key() -> rsa.RSAPrivateKey:
+    """A key no certificate of the test PKI holds."""
+    return pki.new_key()
+
+
+class SmartcardHarness(Harness):
+    """A CPS card: each enrolment is one certificate of the practitioner's RPPS (and its key),
+    enrolled by its first login; an answer signs one fresh login transaction, as the local
+    bridge answers the login page."""
+
+    kind = "smartcard"
+    fixtures = ("card_pki",)
+
+    def __init__(self, card_pki: pki.Pki) -> None:
+        self.pki = card_pki
+        self.rpps = pki.make_rpps(prefix="997")
+        self.cards: dict[int, pki.CardCertificate] = {}
+
+    def owner(self, db, clock):
+        return factories.practitioner(db, clock, rpps=self.rpps)
+
+    def attempt(self, clock, practitioner) -> Attempt:
+        """As the card's login page makes it: the card names its holder, so no practitioner."""
+        trust = methods()[self.kind].trust
+        return Attempt(
+            client=Client(ip=IP),
+            now=clock.now(),
+            context={"clock": clock, "check": card_check(trust)},
+        )
+
+    def enrol(self, db, clock, practitioner) -> int:
+        """A new certificate for the practitioner's RPPS, enrolled by its first login (verified
+        by the method; the checks count only the logins they make themselves)."""
+        card = self.pki.issue(id_nat="8" + practitioner.rpps, surname="MARTIN", given_name="JEANNE")
+        verified = methods()[self.kind].finish(
+            db, self.attempt(clock, practitioner), self._signed(db, clock, card)
+        )
+        db.commit()
+        assert verified.practitioner_id == practitioner.id
+        self.cards[verified.enrolment_id] = card
+        return verified.enrolment_id
+
+    def _signed(self, db, clock, card: pki.CardCertificate, *, key=None) -> dict:
+        """A new login transaction, answered by ``card`` (its signature made with ``key``)."""
+        started = card_logins.start_login(db, clock=clock)
+        payload = signing_payload(
+            origin=origin_of(settings().issuer),
+            transaction=started.transaction,
+            challenge=started.challenge,
+        )
+        signature = (key or card.key).sign(payload, padding.PKCS1v15(), hashes.SHA256())
+        answer = CardAnswer(card.der, signature, MECHANISM_PKCS1)
+        return {
+            "via": card_logins.BRIDGE,
+            "transaction": started.transaction,
+            "answer": answer.to_json(),
+        }
+
+    def answer(self, db, clock, practitioner, enrolment_id) -> dict:
+        return self._signed(db, clock, self.cards[enrolment_id])
+
+    def wrong(self, db, clock, practitioner, enrolment_id) -> dict:
+        """The enrolled certificate, but signed by a key that is not the card's."""
+        return self._signed(db, clock, self.cards[enrolment_id], key=stranger_key())
+
+    def stale(self, db, clock, practitioner, enrolment_id) -> dict:
+        """A good answer to a transaction whose challenge has expired."""
+        answer = self.answer(db, clock, practitioner, enrolment_id)
+        clock.advance((card_logins.LOGIN_TTL + dt.timedelta(seconds=1)).total_seconds())
+        return answer
+
+
+HARNESSES = [TotpHarness, WebAuthnHarness, SmartcardHarness]
 
 
 def orchestrator(db, clock) -> Orchestrator:
@@ -129,12 +235,12 @@ def orchestrator(db, clock) -> Orchestrator:
 
 @pytest.fixture(params=HARNESSES, ids=lambda h: h.kind)
 def harness(request):
-    return request.param()
+    return request.param(*(request.getfixturevalue(name) for name in request.param.fixtures))
 
 
 @pytest.fixture
-def owner(db, clock):
-    practitioner = factories.practitioner(db, clock)
+def owner(db, clock, harness):
+    practitioner = harness.owner(db, clock)
     db.commit()
     return practitioner
 
@@ -211,3 +317,22 @@ def test_revoke_all_leaves_nothing_usable(db, clock, harness, owner):
     with pytest.raises(MethodError):
         answer = harness.answer(db, clock, owner, enrolment)
         authenticate(db, clock, harness, owner, answer)
+
+
+def test_the_card_answers_are_refused_for_the_reason_each_check_means(db, clock, card_pki):
+    """The card harness's bad answers differ from a good one by exactly their defect."""
+    harness = SmartcardHarness(card_pki)
+    owner = harness.owner(db, clock)
+    db.commit()
+    enrolment = harness.enrol(db, clock, owner)
+    good = harness.answer(db, clock, owner, enrolment)
+    authenticate(db, clock, harness, owner, good)
+    bad = [  # in this order: the stale answer moves the clock on
+        ("transaction_used", lambda: good),
+        ("bad_signature", lambda: harness.wrong(db, clock, owner, enrolment)),
+        ("transaction_invalid", lambda: harness.stale(db, clock, owner, enrolment)),
+    ]
+    for reason, answer in bad:
+        with pytest.raises(MethodError) as refused:
+            authenticate(db, clock, harness, owner, answer())
+        assert refused.value.code == reason
