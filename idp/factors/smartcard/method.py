@@ -45,6 +45,15 @@ class CardRefusedError(SmartcardLoginError):
         self.verifier_error = error
 
 
+class EnrolsAtFirstLoginError(MethodError):
+    """A card is never bound by hand: its first sign-in with the PIN enrols it, to the account
+    its certificate's RPPS names."""
+
+    code = "enrols_at_first_login"
+    status = 409
+    counts_as_failure = False
+
+
 def listed_cards(db: Session, practitioner_id: int) -> list[Smartcard]:
     """Every card not removed, expired ones included (the account page shows them)."""
     return list(
@@ -72,6 +81,21 @@ class SmartcardMethod:
 
     def __init__(self, trust) -> None:
         self.trust = trust
+
+    def begin(self, db: Session, attempt: Attempt) -> Mapping[str, Any]:
+        """A login transaction: its challenge for the agent and the code the page shows."""
+        started = transactions.start_login(db, clock=attempt.context["clock"])
+        return {
+            "transaction": started.transaction,
+            "challenge": started.challenge,
+            "code": started.code,
+        }
+
+    def begin_enrol(self, db: Session, attempt: Attempt) -> Mapping[str, Any]:
+        raise EnrolsAtFirstLoginError()
+
+    def finish_enrol(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Enrolment:
+        raise EnrolsAtFirstLoginError()
 
     def finish(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Verified:
         """Claim the transaction's challenge, verify the card (its signature, or the certificate

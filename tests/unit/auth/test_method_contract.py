@@ -336,3 +336,15 @@ def test_the_card_answers_are_refused_for_the_reason_each_check_means(db, clock,
         with pytest.raises(MethodError) as refused:
             authenticate(db, clock, harness, owner, answer())
         assert refused.value.code == reason
+
+
+def test_every_installed_method_implements_the_whole_contract(app):
+    """Each method of this deployment has every member of the contract, and a harness here."""
+    from idp.auth.contract import AuthMethod
+
+    with app.app_context():
+        installed = list(methods())
+    assert {m.kind for m in installed} == {h.kind for h in HARNESSES}
+    for method in installed:
+        assert isinstance(method, AuthMethod), method.kind
+        assert method.limiter and method.enrolment_field and method.login_endpoint
