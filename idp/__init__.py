@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from idp import db, headers, i18n, wsgi_input
 from idp.auth import assurance, policy
 from idp.clock import SystemClock
-from idp.config import Settings, check_keys, check_webauthn, load_settings
+from idp.config import Settings, check_keys, load_settings
 from idp.crypto import DataCipher, derive_key
 from idp.factors.smartcard.trust import CrlStoreUnavailableError
 from idp.ratelimit import ThrottleUnavailableError
@@ -36,7 +36,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     test_config = dict(test_config or {})
     settings: Settings = test_config.pop("SETTINGS", None) or _settings_from_environment()
     check_keys(settings)
-    check_webauthn(settings)
     app = IdPFlask(
         __name__,
         template_folder=str(resource_dir("templates")),
@@ -74,10 +73,16 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _settings_from_environment() -> Settings:
-    """``load_settings`` knows no factor: each factor that reads its own settings adds them."""
-    from idp.factors.smartcard import configure
+    """``load_settings`` knows no factor: each factor that reads its own settings adds them
+    (its package's ``configure``)."""
+    from idp.factors import INSTALLED
 
-    return configure(load_settings())
+    settings = load_settings()
+    for name in INSTALLED:
+        configure = getattr(importlib.import_module(name), "configure", None)
+        if configure is not None:
+            settings = configure(settings)
+    return settings
 
 
 def _register_blueprints(app: Flask) -> None:

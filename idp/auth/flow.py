@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.crypto import new_token
 from idp.models import AuditEvent, Invitation, Practitioner, PractitionerStatus
+from idp.services import methods
 
 FIRST_FACTOR = "first_factor"
 ENROLMENT = "enrolment"
@@ -51,12 +52,6 @@ NEXT = "next"
 COMPLETED = "auth"
 STEP_PREFIX = "step."
 IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP)
-FAILED_EVENTS = (
-    "auth:password:failed",
-    "auth:totp:failed",
-    "auth:webauthn:failed",
-    "auth:smartcard:failed",
-)
 LOGIN_COMPLETED = "auth:login:completed"
 
 
@@ -396,8 +391,9 @@ def failed_attempts_since_last_login(
             AuditEvent.practitioner_id == practitioner_id, AuditEvent.event == LOGIN_COMPLETED
         )
     ).scalar()
+    failed = ["auth:password:failed", *(f"auth:{m.kind}:failed" for m in methods())]
     query = select(func.count(), func.max(AuditEvent.at)).where(
-        AuditEvent.practitioner_id == practitioner_id, AuditEvent.event.in_(FAILED_EVENTS)
+        AuditEvent.practitioner_id == practitioner_id, AuditEvent.event.in_(failed)
     )
     if previous is not None:
         query = query.where(AuditEvent.at > previous)

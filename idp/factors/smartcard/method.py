@@ -35,6 +35,87 @@ from idp.factors.smartcard.login import BRIDGE, CODE, TLS, SmartcardLoginError
 from idp.factors.smartcard.verify import CardIdentity, SmartcardVerificationError
 from idp.models import Smartcard, SmartcardLogin
 
+# Every refusal a practitioner can see, by code: the message and the page's status. Codes also
+# arrive without an exception (a transaction's stored failure, the card host's redirect).
+GENERIC_FAILURE = (
+    _l("The sign-in with the card failed. Try again or use another sign-in method."),
+    400,
+)
+FAILURES = {
+    "malformed_submission": (_l("The answer from the card could not be read. Try again."), 400),
+    "transaction_invalid": (
+        _l("This sign-in request has expired. Start again from the card sign-in page."),
+        400,
+    ),
+    "transaction_used": (
+        _l("This sign-in request was already used. Start again from the card sign-in page."),
+        409,
+    ),
+    "untrusted_certificate": (
+        _l("This card was not issued by a certification authority this service accepts."),
+        403,
+    ),
+    "certificate_expired": (
+        _l("The certificate on this card has expired. Ask for a new card."),
+        403,
+    ),
+    "certificate_not_yet_valid": (
+        _l(
+            "The certificate on this card is not valid yet. "
+            "Check the date and time of this computer."
+        ),
+        403,
+    ),
+    "certificate_revoked": (
+        _l("This card has been revoked (lost, stolen or replaced). Use your new card."),
+        403,
+    ),
+    "crl_stale": (
+        _l(
+            "The revocation status of your card cannot be checked right now. Try again later "
+            "or use another sign-in method."
+        ),
+        503,
+    ),
+    "bad_signature": (
+        _l("The card's signature does not match this sign-in request. Try again."),
+        401,
+    ),
+    "key_usage": (_l("This certificate cannot be used to sign in."), 403),
+    "unsupported_identifier": (_l("This card does not carry an RPPS number."), 403),
+    "mechanism_refused": (
+        _l("The card used a signature method this service does not accept."),
+        400,
+    ),
+    "test_card_refused": (_l("Test cards are not accepted on this service."), 403),
+    "unknown_practitioner": (
+        _l("No account on this service matches this card. Contact your administrator."),
+        403,
+    ),
+    "card_removed": (
+        _l("This card was removed from your account. Use another card or sign-in method."),
+        403,
+    ),
+    "card_conflict": (
+        _l("This card is linked to another account. Contact your administrator."),
+        409,
+    ),
+    "account_unavailable": (_l("This account is suspended. Contact your administrator."), 403),
+    "untrusted_proxy": (
+        _l("Sign-in with the certificate in your browser is not available here."),
+        403,
+    ),
+    "client_certificate_missing": (
+        _l(
+            "Your browser did not present the card's certificate. Check that the card is in "
+            "the reader, then try again."
+        ),
+        401,
+    ),
+    "throttled": (_l("Too many attempts. Wait a moment, then try again."), 429),
+}
+FAILURES["crl_missing"] = FAILURES["crl_stale"]
+
 
 class CardRefusedError(SmartcardLoginError):
     """The verifier refused the card's answer; ``code`` is the verifier error's own."""
@@ -77,7 +158,7 @@ class SmartcardMethod:
     switch_label: ClassVar[str] = _l("Use my CPS card instead")
     login_label: ClassVar[str] = _l("Sign in with my CPS card")
     login_option_template: ClassVar[str] = "factors/smartcard_login_option.html"
-    messages: ClassVar[dict] = {}
+    messages: ClassVar[dict] = {code: message for code, (message, _status) in FAILURES.items()}
 
     def __init__(self, trust) -> None:
         self.trust = trust

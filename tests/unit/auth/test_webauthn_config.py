@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from idp.config import ConfigError, check_webauthn, load_settings, origin_of
+from idp.config import ConfigError, load_settings, origin_of
+from idp.factors.webauthn.config import check as check_webauthn
+from idp.factors.webauthn.config import configure
 from tests.support.webauthn_crafting import AttestationCA
 
 KEYS = {"IDP_SECRET_KEY": "s" * 40, "IDP_DATA_KEY": "d" * 40}
 
 
 def settings_from(tmp_path, **env):
-    return load_settings({**KEYS, "IDP_INSTANCE_PATH": str(tmp_path), **env})
+    environ = {**KEYS, "IDP_INSTANCE_PATH": str(tmp_path), **env}
+    return configure(load_settings(environ), environ)
 
 
 @pytest.mark.parametrize(
