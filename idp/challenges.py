@@ -66,7 +66,12 @@ def issue(
 
 
 def consume(db: Session, *, challenge_id: str | None, purpose: str, clock: Clock) -> AuthChallenge:
-    """Claim the challenge for this one verification, and commit the claim."""
+    """Claim the challenge for this one verification, and commit the claim.
+
+    The one place infrastructure commits the caller's session, on purpose: a verification
+    calls this before it writes anything, so the commit holds the claim alone, and it must be
+    durable before anything is verified. (On a connection of its own the claim would wait on
+    SQLite's single writer whenever a caller still held a write.)"""
     if not challenge_id or not isinstance(challenge_id, str) or len(challenge_id) > MAX_ID_LENGTH:
         raise ChallengeInvalidError()
     now = clock.now()
