@@ -111,11 +111,12 @@ def load_forwarding_config(environ: Mapping[str, str]) -> ForwardingConfig:
         trusted_proxies=proxies,
         cert_header=headers["IDP_SMARTCARD_CERT_HEADER"],
         verify_header=headers["IDP_SMARTCARD_VERIFY_HEADER"],
-        proxy_verifies=_parse_flag(environ, "IDP_SMARTCARD_PROXY_VERIFIES", default=True),
+        proxy_verifies=parse_flag(environ, "IDP_SMARTCARD_PROXY_VERIFIES", default=True),
     )
 
 
-def _parse_flag(environ: Mapping[str, str], variable: str, *, default: bool) -> bool:
+def parse_flag(environ: Mapping[str, str], variable: str, *, default: bool, error=None) -> bool:
+    """``true``/``false`` (and their usual spellings); ``error`` is the exception to raise."""
     value = environ.get(variable, "").strip().lower()
     if not value:
         return default
@@ -123,7 +124,7 @@ def _parse_flag(environ: Mapping[str, str], variable: str, *, default: bool) -> 
         return True
     if value in FALSE_WORDS:
         return False
-    raise ForwardingConfigError(f"{variable}: expected true or false, got {value!r}")
+    raise (error or ForwardingConfigError)(f"{variable}: expected true or false, got {value!r}")
 
 
 def decode_forwarded_certificate(header_value: str | None) -> bytes:

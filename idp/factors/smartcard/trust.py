@@ -67,11 +67,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from idp.clock import Clock, as_utc
 from idp.config import ConfigError
 from idp.factors.smartcard.forwarded import (
-    FALSE_WORDS,
-    TRUE_WORDS,
     ForwardingConfig,
     ForwardingConfigError,
     load_forwarding_config,
+    parse_flag,
 )
 from idp.factors.smartcard.verify import (
     CardPolicy,
@@ -207,14 +206,7 @@ def load_certificates(path: str | Path, *, variable: str) -> tuple[x509.Certific
 
 
 def parse_bool(environ: Mapping[str, str], variable: str, *, default: bool) -> bool:
-    value = environ.get(variable, "").strip().lower()
-    if not value:
-        return default
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    raise CardTrustConfigError(f"{variable}: expected true or false, got {value!r}")
+    return parse_flag(environ, variable, default=default, error=CardTrustConfigError)
 
 
 def parse_positive(environ: Mapping[str, str], variable: str, *, default: float) -> float:

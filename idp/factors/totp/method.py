@@ -176,28 +176,21 @@ class TotpMethod:
             )
         except totp.TotpError as exc:
             raise InvalidCodeError() from exc
+        return self._enrolment(device)
+
+    def _enrolment(self, device: TotpDevice) -> Enrolment:
         return Enrolment(
             kind=self.kind,
             id=device.id,
             name=device.name,
             level=assurance.SUBSTANTIAL,
             created_at=device.created_at,
+            last_used_at=device.last_used_at,
             record=device,
         )
 
     def enrolments(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> list[Enrolment]:
-        return [
-            Enrolment(
-                kind=self.kind,
-                id=device.id,
-                name=device.name,
-                level=assurance.SUBSTANTIAL,
-                created_at=device.created_at,
-                last_used_at=device.last_used_at,
-                record=device,
-            )
-            for device in active_devices(db, practitioner_id)
-        ]
+        return [self._enrolment(device) for device in active_devices(db, practitioner_id)]
 
     def remove(self, db: Session, practitioner_id: int, enrolment_id: int, *, now: dt.datetime):
         device = next(

@@ -216,17 +216,3 @@ def rename_credential(
     )
     db.commit()
     return credential
-
-
-def listed_credentials(db: Session, *, practitioner_id: int) -> list[WebAuthnCredential]:
-    """What the account page shows: everything not removed, blocked ones included."""
-    return list(
-        db.execute(
-            select(WebAuthnCredential)
-            .where(
-                WebAuthnCredential.practitioner_id == practitioner_id,
-                WebAuthnCredential.removed_at.is_(None),
-            )
-            .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
-        ).scalars()
-    )
