@@ -62,6 +62,8 @@ class Authentication:
     practitioner_id: int
     amr: tuple[str, ...]
     acr: str
+    methods: tuple[str, ...] = ()
+    """The methods that proved it (``totp``, ``webauthn``...), the password step aside."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class CompletedLogin:
     acr: str
     failures: int = 0
     last_failure: float | None = None
+    methods: tuple[str, ...] = ()
+    """Every method used in this login, in order (``password``, ``totp``...)."""
 
 
 def _load(cls, value: Any):
@@ -173,7 +177,13 @@ class LoginState:
     def completed(self) -> CompletedLogin | None:
         completed = _load(CompletedLogin, self._store.get(COMPLETED))
         if completed is not None:
-            completed = CompletedLogin(**{**asdict(completed), "amr": tuple(completed.amr)})
+            completed = CompletedLogin(
+                **{
+                    **asdict(completed),
+                    "amr": tuple(completed.amr),
+                    "methods": tuple(completed.methods),
+                }
+            )
         return completed
 
     def step(self, kind: str) -> dict:
@@ -280,6 +290,7 @@ class LoginState:
         failures: int,
         last_failure: dt.datetime | None,
     ) -> CompletedLogin:
+        used = (("password",) if self.first_factor is not None else ()) + authentication.methods
         self._clear_in_progress()
         completed = CompletedLogin(
             practitioner_id=authentication.practitioner_id,
@@ -289,8 +300,13 @@ class LoginState:
             acr=authentication.acr,
             failures=failures,
             last_failure=last_failure.timestamp() if last_failure else None,
+            methods=used,
         )
-        self._store[COMPLETED] = {**asdict(completed), "amr": list(completed.amr)}
+        self._store[COMPLETED] = {
+            **asdict(completed),
+            "amr": list(completed.amr),
+            "methods": list(completed.methods),
+        }
         self._rotate()
         return completed
 

@@ -140,7 +140,9 @@ class Orchestrator:
         db.commit()
         for reservation in reservations:  # after the commit: the throttle writes on its own
             self.throttle.succeeded(reservation)
-        return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
+        return Authentication(
+            verified.practitioner_id, tuple(verified.amr), verified.acr, methods=(method.kind,)
+        )
 
     def pick_up(
         self, db: Session, method: PickUpMethod, attempt: Attempt, answer: Mapping[str, Any]
@@ -172,7 +174,9 @@ class Orchestrator:
             **verified.details,
         )
         db.commit()
-        return Authentication(verified.practitioner_id, tuple(verified.amr), verified.acr)
+        return Authentication(
+            verified.practitioner_id, tuple(verified.amr), verified.acr, methods=(method.kind,)
+        )
 
     def enrol(
         self,

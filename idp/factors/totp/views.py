@@ -179,5 +179,7 @@ def enrol():
         return invitation_invalid(409)
     if error:
         return render_setup("enrol_totp.html", device, form, error=error, status=400)
-    complete_login(flow.Authentication(practitioner.id, service.AMR, assurance.SUBSTANTIAL))
+    complete_login(
+        flow.Authentication(practitioner.id, service.AMR, assurance.SUBSTANTIAL, methods=(KIND,))
+    )
     return after_login()

@@ -304,7 +304,9 @@ def enrol():
         return render_template("error.html", message=message), 409
     credential = bound.record
     amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
-    complete_login(flow.Authentication(practitioner.id, tuple(amr), bound.level))
+    complete_login(
+        flow.Authentication(practitioner.id, tuple(amr), bound.level, methods=("webauthn",))
+    )
     return after_login()
 
 

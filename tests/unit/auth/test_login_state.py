@@ -90,8 +90,9 @@ def test_a_decoupled_login_lives_in_the_session_store_without_a_browser(app, clo
         from tests.support.factories import practitioner
 
         someone = practitioner(db, clock)
-        proof = Authentication(someone.id, ("pwd", "otp", "mfa"), "substantial")
+        proof = Authentication(someone.id, ("pwd", "otp", "mfa"), "substantial", methods=("totp",))
         completed = complete_login(db, proof, now=clock.now(), login=again)
+        assert completed.methods == ("password", "totp")
         assert logins.save(login_id, again, now=clock.now())
         done = logins.open(login_id).completed
         assert done == completed and done.sid
