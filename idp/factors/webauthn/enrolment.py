@@ -18,7 +18,7 @@ from idp import audit, challenges
 from idp.auth import assurance
 from idp.clock import Clock
 from idp.factors.webauthn import verify as wa
-from idp.factors.webauthn.method import REGISTER, RelyingParty, find_credential
+from idp.factors.webauthn.method import REGISTER, RelyingParty, find_credential, level_of
 from idp.models import Practitioner, WebAuthnCredential
 from idp.services import clock as app_clock
 from idp.services import methods
@@ -160,7 +160,7 @@ def finish_registration(
     )
     if rp.aaguid_allowlist and not registered.attestation_trusted:
         raise wa.AttestationNotAllowedError("a certified authenticator is required")
-    level = assurance.HIGH if registered.hardware_bound else assurance.PHISHING_RESISTANT
+    level = level_of(registered)
     check_binding_level(
         db, practitioner_id=practitioner.id, new_level=level, session_acr=session_acr
     )
