@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from flask import Flask, jsonify, render_template, request
+from flask_babel import format_date, format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -47,6 +48,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the server-side session
         WTF_CSRF_SSL_STRICT=settings.is_https,
         PREFERRED_URL_SCHEME="https" if settings.is_https else "http",
+        BABEL_DEFAULT_TIMEZONE=settings.time_zone,  # dates as the practitioner reads them
     )
     app.config.update(test_config)
     app.extensions["idp.settings"] = settings
@@ -69,6 +71,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_error_pages(app)
     app.context_processor(lambda: {"display_name": settings.issuer_name})
     app.jinja_env.globals["describe_login"] = assurance.describe
+    app.jinja_env.filters["day"] = lambda value: format_date(value, "long")
+    app.jinja_env.filters["moment"] = lambda value: format_datetime(value, "d MMMM y, HH:mm")
     return app
 
 

@@ -55,6 +55,8 @@ class Settings:
     """The card host's ``/login/card/tls`` URL (default: the issuer's own, one proxy host)."""
     trusted_proxies: tuple = ()
     """Reverse proxies whose ``X-Forwarded-For`` names the client (``idp.forwarded``)."""
+    time_zone: str = "Europe/Paris"
+    """How pages show dates (``IDP_TIME_ZONE``); stored dates stay in UTC."""
     rate_limits: dict = field(default_factory=dict)
     """Operator overrides of named limiters (``IDP_RATE_LIMITS``, ``idp.ratelimit``)."""
     extra: dict = field(default_factory=dict)
@@ -158,7 +160,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         smartcard_tls_url=parse_card_host_url(env.get("IDP_SMARTCARD_TLS_URL", "")),
         trusted_proxies=load_trusted_proxies(env),
         rate_limits=load_rate_limits(env),
+        time_zone=load_time_zone(env),
     )
+
+
+def load_time_zone(env: dict[str, str]) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = env.get("IDP_TIME_ZONE", "").strip() or "Europe/Paris"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"IDP_TIME_ZONE: {name!r} is not a time zone") from exc
+    return name
 
 
 def load_rate_limits(env: dict[str, str]) -> dict:

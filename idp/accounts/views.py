@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import format_datetime
+from flask_babel import lazy_gettext as _l
 
 from idp.accounts import service
 from idp.auth import flow
@@ -18,17 +20,29 @@ from idp.services import clock, methods
 
 bp = Blueprint("accounts", __name__)
 
+DONE = {
+    "added": _l("The new sign-in method is ready."),
+    "removed": _l("The sign-in method was removed."),
+    "renamed": _l("The key was renamed."),
+}
+"""What a change says once it is made (``/account?done=<code>``: a code, never content)."""
+
 
 @bp.get("/account")
 @policy(Policy.AUTHENTICATED, get_changes_state=False)
 def home():
     practitioner = current_practitioner()
+    now = clock().now()
+    enrolments = methods().enrolments(get_db(), practitioner.id, now=now)
+    usable = sum(e.usable for entries in enrolments.values() for e in entries)
     return render_template(
         "account.html",
         practitioner=practitioner,
         profession=PROFESSIONS.get(practitioner.profession_code, ""),
-        enrolments=methods().enrolments(get_db(), practitioner.id, now=clock().now()),
-        now=clock().now(),
+        enrolments=enrolments,
+        last_factor=usable <= 1,
+        done=DONE.get(request.args.get("done", "")),
+        now=now,
         auth=current_auth(),
         last_failure=format_timestamp(current_auth().last_failure),
         form=EmptyForm(),
@@ -36,9 +50,10 @@ def home():
 
 
 def format_timestamp(value: float | None) -> str:
+    """In the practitioner's language and the deployment's time zone."""
     if value is None:
         return ""
-    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return format_datetime(dt.datetime.fromtimestamp(value, dt.UTC), "d MMMM y, HH:mm")
 
 
 @bp.route("/enrol/<token>", methods=["GET", "POST"])

@@ -76,7 +76,7 @@ def add_key(page, live_server, name: str) -> None:
     page.locator("a[href='/account/webauthn/add']").click()
     page.fill("input[name='name']", name)
     page.click("#webauthn-register")
-    page.wait_for_url("**/account")
+    page.wait_for_url("**/account?done=added")
     assert page.locator("#webauthn-credentials .credential-name").all_text_contents() == [name]
 
 
@@ -179,8 +179,9 @@ def test_removed_passkey_no_longer_signs_in(page, live_server, demo, clock):
     add_virtual_authenticator(page, transport="internal", resident_key=True)
     sign_in_with_totp(page, live_server, demo, clock)
     add_key(page, live_server, "Ancien portable")
+    page.locator("#webauthn-credentials li details.confirm summary").click()  # asks first
     page.locator("#webauthn-credentials li form[action$='/remove'] button").click()
-    page.wait_for_url("**/account")
+    page.wait_for_url("**/account?done=removed")
     assert page.locator("#webauthn-credentials").count() == 0
     [stored] = stored_credentials(live_server)
     assert stored.removed_at is not None  # kept, dated (NIST-12)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from zoneinfo import ZoneInfo
 
 import pyotp
+from babel.dates import format_date
 from sqlalchemy import select
 
 from idp.db import get_db
-from idp.models import AuditEvent, Practitioner
+from idp.models import AuditEvent, Practitioner, TotpDevice
 from idp.services import clock as app_clock
 from tests.support import factories
 from tests.support.oidc import UserAgent, totp_now
@@ -106,8 +108,11 @@ def test_adding_a_factor_needs_a_recent_login(live_server, demo, clock):
     secret = secret_from(setup.text)
     clock.advance(30)
     done = agent.post("/account/totp/add", {"code": pyotp.TOTP(secret).at(clock.now())}, setup.text)
-    assert done.status_code == 200
+    assert done.status_code == 200 and done.url.endswith("/account?done=added")
+    assert "La nouvelle méthode de connexion est prête." in done.text
     assert len(re.findall(r"/account/totp/\d+/remove", done.text)) == 2
+    paris = clock.now().astimezone(ZoneInfo("Europe/Paris"))  # dates as the practitioner reads them
+    assert f"ajoutée le {format_date(paris, 'long', locale='fr')}" in done.text
     with live_server.app.app_context():
         events = [e.event for e in get_db().execute(select(AuditEvent)).scalars()]
         assert "account:two_factor:method_added" in events
@@ -116,10 +121,13 @@ def test_adding_a_factor_needs_a_recent_login(live_server, demo, clock):
 def test_last_factor_cannot_be_removed(live_server, demo, clock):
     agent = login(live_server, demo, clock)
     account = agent.get("/account")
-    action = re.search(r'action="(/account/totp/\d+/remove)"', account.text).group(1)
-    refused = agent.post(action, {}, account.text)
-    assert refused.status_code == 409
-    assert "/account/totp/" in agent.get("/account").text
+    assert not re.search(r"/account/totp/\d+/remove", account.text)  # no button for the only one
+    assert "ajoutez-en une autre avant de la retirer" in account.text
+    with live_server.app.app_context():
+        [device] = get_db().execute(select(TotpDevice)).scalars()
+    refused = agent.post(f"/account/totp/{device.id}/remove", {}, account.text)
+    assert refused.status_code == 409  # and the server refuses it anyway
+    assert device.name in agent.get("/account").text
 
 
 def test_invited_practitioner_is_told_to_finish_activation(live_server, clock):

@@ -600,7 +600,7 @@ def test_card_removal_needs_a_recent_login_then_blocks_that_card(
 
     agent, landed = login_with_card(live_server, softhsm, card)
     removed = agent.post(remove_button(landed), {}, landed.text)
-    assert removed.status_code == 200 and removed.url.endswith("/account")
+    assert removed.status_code == 200 and removed.url.endswith("/account?done=removed")
     assert cards_of(live_server.app)[0].removed_at == clock.now()
     assert 'action="/account/smartcard/' not in removed.text
     removals = events(live_server.app, "account:two_factor:method_removed")

@@ -426,4 +426,4 @@ def remove(card_id: int):
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
     except NoSuchEnrolmentError:
         abort(404)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="removed"), code=303)

@@ -130,7 +130,7 @@ def add():
     if error:
         return render_setup("totp_setup.html", device, form, error=error, status=400)
     flow.state().drop_step(KIND)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="added"), code=303)
 
 
 @bp.post("/account/totp/<int:device_id>/remove")
@@ -148,7 +148,7 @@ def remove(device_id: int):
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
     except NoSuchEnrolmentError:
         abort(404)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="removed"), code=303)
 
 
 @bp.route("/enrol/totp", methods=["GET", "POST"])

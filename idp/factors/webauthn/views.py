@@ -349,7 +349,7 @@ def add():
     except RegistrationRefusedError as exc:
         message, status = registration_failure(exc.cause)
         return render_add(form, error=message, status=status)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="added"), code=303)
 
 
 @bp.post("/account/webauthn/add/step-up")
@@ -392,7 +392,7 @@ def rename(credential_id: int):
         abort(404)
     except keys.InvalidNameError:
         abort(400)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="renamed"), code=303)
 
 
 @bp.post("/account/webauthn/<int:credential_id>/remove")
@@ -409,4 +409,4 @@ def remove(credential_id: int):
         return render_template("error.html", message=_("You cannot remove your last factor.")), 409
     except NoSuchEnrolmentError:
         abort(404)
-    return redirect(url_for("accounts.home"), code=303)
+    return redirect(url_for("accounts.home", done="removed"), code=303)
