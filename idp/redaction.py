@@ -112,3 +112,21 @@ def redact_uri(uri: str) -> str:
 def redact_text(text: str) -> str:
     """Every whitespace-separated word of a free-form message, as a URL."""
     return _WORD.sub(lambda match: redact_uri(match.group()), text)
+
+
+MASK = "\u2022"  # •
+
+
+def mask_identifier(value: str) -> str:
+    """An identifier shown to whoever holds the screen, enough to recognise one's own account
+    and no more: an RPPS keeps its first and last three digits (``100•••••009``), an e-mail
+    address its first letter and its domain (``c•••@demo.sante.fr``). Shorter values keep less:
+    at least a third of the characters is always hidden."""
+    value = value or ""
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        return (local[:1] if len(local) > 1 else "") + MASK * 3 + "@" + domain
+    keep = max(0, min(3, (len(value) - 1) // 3))
+    if keep == 0:
+        return MASK * len(value)
+    return value[:keep] + MASK * (len(value) - 2 * keep) + value[-keep:]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from idp import audit
@@ -18,6 +19,7 @@ from idp.auth.password import PASSWORD, InvalidCredentialsError
 from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
+from idp.redaction import mask_identifier
 from idp.services import client_address, clock, methods
 
 bp = Blueprint("auth", __name__)
@@ -130,6 +132,52 @@ def invitation_invalid(status: int):
 
 def first_factor_practitioner() -> Practitioner:
     return get_db().get(Practitioner, flow.state().first_factor.practitioner_id)
+
+
+@dataclass(frozen=True)
+class SigningIn:
+    """Who the steps after the password are for, as every such page shows it."""
+
+    name: str
+    rpps: str
+    """Masked: enough to recognise one's own account, not to learn someone else's."""
+
+
+def signing_in() -> SigningIn | None:
+    """The practitioner whose password this login checked, or None before the password.
+
+    The one place the second-step pages (``_who.html``) learn who is signing in: templates
+    call it (``signing_in()``), only when they show it."""
+    first = flow.state().first_factor
+    if first is None:
+        return None
+    practitioner = get_db().get(Practitioner, first.practitioner_id)
+    if practitioner is None:
+        return None
+    return SigningIn(
+        name=f"{practitioner.given_name} {practitioner.family_name}",
+        rpps=mask_identifier(practitioner.rpps),
+    )
+
+
+@bp.app_context_processor
+def signing_in_context() -> dict:
+    return {"signing_in": signing_in}
+
+
+@bp.post("/login/restart")
+@policy(Policy.PUBLIC)
+def restart():
+    """ "Not you?": the login in progress ends, the application's request stays, and the
+    sign-in starts again at the password."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    first = flow.state().first_factor
+    if first is not None:
+        audit.record(get_db(), "auth:login:restarted", practitioner_id=first.practitioner_id)
+        get_db().commit()
+    flow.state().restart()
+    return redirect(url_for("auth.login"), code=303)
 
 
 def required_acr(practitioner_id: int | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 
@@ -78,3 +79,30 @@ def test_pages_are_french_by_default_and_switch_to_english(browser_page, live_se
     assert page.locator("h1").inner_text() == "Sign in"
     page.goto(f"{live_server.url}/login")  # the choice is remembered
     assert page.locator("h1").inner_text() == "Sign in"
+
+
+def test_not_you_starts_over_and_returns_to_the_application(browser_page, demo_rp, clock):
+    rp_url, demo = demo_rp
+    page = browser_page
+    page.goto(rp_url)
+    page.get_by_text("Se connecter").click()
+    page.wait_for_selector("input[autocomplete~='username']")
+    page.fill("input[name='identifier']", demo["username"])
+    page.fill("input[name='password']", demo["password"])
+    page.locator("form[action='/login'] button[type='submit']").click()
+    page.locator("input[name='code']").wait_for()
+    who = page.locator("section.signing-in")
+    assert "Camille Martin" in who.inner_text() and "100•••••009" in who.inner_text()
+    assert demo["username"] not in page.inner_text("body")
+    page.get_by_role("button", name=re.compile("^(Not you|Pas vous)")).click()
+    page.wait_for_url(re.compile(r"/login$"))
+    assert page.locator("section.signing-in").count() == 0
+    page.fill("input[name='identifier']", demo["username"])
+    page.fill("input[name='password']", demo["password"])
+    page.locator("form[action='/login'] button[type='submit']").click()
+    code_input = page.locator("input[name='code']")
+    code_input.wait_for()
+    code_input.fill(pyotp.TOTP(demo["totp_secret"]).at(clock.now()))
+    page.locator("form[action='/login/totp'] button[type='submit']").click()
+    page.wait_for_url(f"{rp_url}/")
+    assert "Camille Martin" in page.inner_text("body")
