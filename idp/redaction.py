@@ -36,6 +36,9 @@ SECRET_PARAMETERS = frozenset(
 ROUTE_SECRET_PARAMETERS = {
     "/login/card/tls": frozenset({"t"}),
     "/login/card/tls/return": frozenset({"r"}),
+    # The language switch's return address is any page, with whatever secret that page has.
+    "/language/fr": frozenset({"next"}),
+    "/language/en": frozenset({"next"}),
 }
 #: ``/enrol/<token>`` shares its prefix with the enrolment steps, which are kept.
 ENROL_STEPS = frozenset({"totp", "webauthn"})

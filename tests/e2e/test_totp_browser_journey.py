@@ -87,6 +87,14 @@ def test_not_you_starts_over_and_returns_to_the_application(browser_page, demo_r
     page.goto(rp_url)
     page.get_by_text("Se connecter").click()
     page.wait_for_selector("input[autocomplete~='username']")
+
+
+def test_switching_language_on_the_second_step_keeps_the_login(browser_page, demo_rp, clock):
+    rp_url, demo = demo_rp
+    page = browser_page
+    page.context.set_extra_http_headers({"Accept-Language": "fr-FR,fr;q=0.9"})
+    page.goto(rp_url)
+    page.get_by_text("Se connecter").click()
     page.fill("input[name='identifier']", demo["username"])
     page.fill("input[name='password']", demo["password"])
     page.locator("form[action='/login'] button[type='submit']").click()
@@ -106,3 +114,15 @@ def test_not_you_starts_over_and_returns_to_the_application(browser_page, demo_r
     page.locator("form[action='/login/totp'] button[type='submit']").click()
     page.wait_for_url(f"{rp_url}/")
     assert "Camille Martin" in page.inner_text("body")
+
+    second_step = page.url
+    assert page.locator("html").get_attribute("lang") == "fr"
+    page.get_by_text("English").click()
+    page.wait_for_load_state()
+    assert page.url == second_step
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_text("Français").is_visible()
+    page.locator("input[name='code']").fill(pyotp.TOTP(demo["totp_secret"]).at(clock.now()))
+    page.locator("form[action='/login/totp'] button[type='submit']").click()
+    page.wait_for_url(f"{rp_url}/")
+    assert demo["username"] in page.inner_text("body")

@@ -39,6 +39,12 @@ TOKEN = "q8V1c2xLZl9-Yk3Tn0pWmRt5sHu7eJ4aGdBfCiKoE6w"
         (f"/enrol%2F{TOKEN}", "/enrol%2F[redacted]"),
         (f"/%65nrol/{TOKEN}", "/%65nrol/[redacted]"),
         (f"/Enrol/{TOKEN}", "/Enrol/[redacted]"),
+        (
+            f"/language/en?next=%2Fenrol%2F{TOKEN}%3Flang%3Dfr",
+            "/language/en?next=[redacted]",
+        ),
+        ("/language/fr?next=/login", "/language/fr?next=[redacted]"),
+        ("/login?next=/account", "/login?next=/account"),
         ("/enrol/totp", "/enrol/totp"),
         ("/enrol/webauthn", "/enrol/webauthn"),
         ("/enrol/webauthn/options", "/enrol/webauthn/options"),
