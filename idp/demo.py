@@ -20,6 +20,7 @@ from sqlalchemy import select
 DEMO_RPPS = "10000000009"
 DEMO_EMAIL = "camille.martin@demo.sante.fr"
 DEMO_CLIENT_ID = "demo-rp"
+DEMO_CLIENT_NAME = "Appli de démonstration"
 
 
 def derived_secret(label: str, length: int = 24) -> str:
@@ -75,14 +76,16 @@ def seed(*, rp_url: str | None = None) -> dict:
     if client is None:
         clients.register_client(
             db,
-            name="Demo RP",
+            name=DEMO_CLIENT_NAME,
             redirect_uris=[redirect_uri],
             client_id=DEMO_CLIENT_ID,
             client_secret=client_secret,
             require_consent=False,
         )
-    elif redirect_uri not in client.redirect_uris:
-        client.redirect_uris_json = json.dumps([*client.redirect_uris, redirect_uri])
+    else:
+        client.name = DEMO_CLIENT_NAME  # a demo seeded before the client had a French name
+        if redirect_uri not in client.redirect_uris:
+            client.redirect_uris_json = json.dumps([*client.redirect_uris, redirect_uri])
         db.commit()
     keys.ensure_keys(db, cipher=cipher(), clock=clock())
     return {
@@ -97,7 +100,11 @@ def seed(*, rp_url: str | None = None) -> dict:
     }
 
 
-def print_banner(data: dict, rp_url: str) -> None:
+def banner(data: dict, rp_url: str) -> str:
+    """What the terminal shows once both servers answer: where to go, how to sign in, how to
+    stop. The TOTP key is given as text and as a QR code for an authenticator app."""
+    import io
+
     import segno
 
     from idp.factors.totp.verify import provisioning_uri
@@ -105,15 +112,55 @@ def print_banner(data: dict, rp_url: str) -> None:
     uri = provisioning_uri(
         secret=data["totp_secret"], account_name=data["email"], issuer_name="IdP Santé (démo)"
     )
-    print("\n=== IdP Santé: démo / demo ===")
-    print(f"Application de démonstration / demo app : {rp_url}")
-    print(f"IdP : {data['issuer']}")
-    print(f"Identifiant / username (RPPS) : {data['username']}")
-    print(f"Mot de passe / password       : {data['password']}")
-    print(f"Clé TOTP / TOTP key           : {data['totp_secret']}")
-    print("Scannez ce QR code avec votre application d'authentification / scan with your app:")
-    segno.make(uri, error="m").terminal(compact=True)
-    print("Ctrl-C pour arrêter / to stop\n", flush=True)
+    qr = io.StringIO()
+    segno.make(uri, error="m").terminal(out=qr, compact=True)
+    issuer = data["issuer"].rstrip("/")
+    rule = "=" * 72
+    return "\n".join(
+        [
+            "",
+            rule,
+            "=== IdP Santé: démo / demo ===",
+            "La démo est prête / the demo is ready.",
+            "",
+            f"Application de démonstration / demo app : {rp_url}",
+            f"IdP : {issuer}",
+            f"Mon compte / my account : {issuer}/account",
+            "",
+            f"Identifiant / username (RPPS) : {data['username']}",
+            f"Mot de passe / password       : {data['password']}",
+            f"Clé TOTP / TOTP key           : {data['totp_secret']}",
+            "Scannez ce QR code avec votre application d'authentification / scan with your app:",
+            qr.getvalue().rstrip("\n"),
+            "",
+            "Ctrl-C pour arrêter / to stop",
+            rule,
+            "",
+        ]
+    )
+
+
+def print_banner(data: dict, rp_url: str) -> None:
+    print(banner(data, rp_url), flush=True)
+
+
+def wait_until_up(urls: list[str], *, timeout: float = 60.0, processes=()) -> bool:
+    """True once every URL answers (any HTTP status); False after *timeout* seconds or as soon
+    as one of *processes* has exited."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    pending = list(urls)
+    while pending:
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            return False
+        try:
+            requests.get(pending[0], timeout=1, allow_redirects=False)
+        except requests.RequestException:
+            time.sleep(0.2)
+        else:
+            pending.pop(0)
+    return True
 
 
 def run_demo(*, idp_port: int, rp_port: int) -> None:
@@ -146,8 +193,15 @@ def run_demo(*, idp_port: int, rp_port: int) -> None:
             [sys.executable, "-m", "idp.demo_rp", "--port", str(rp_port)], env=env
         ),
     ]
-    time.sleep(1.5)
-    print_banner(data, env["DEMO_RP_URL"])
+    ready = wait_until_up(
+        [f"http://127.0.0.1:{idp_port}/healthz", f"http://127.0.0.1:{rp_port}/"],
+        processes=processes,
+    )
+    if ready:
+        print_banner(data, env["DEMO_RP_URL"])
+    elif all(p.poll() is None for p in processes):
+        print("La démo ne répond pas encore / the demo is not answering yet.", flush=True)
+        print_banner(data, env["DEMO_RP_URL"])
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

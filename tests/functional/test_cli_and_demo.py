@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from werkzeug.serving import make_server
@@ -219,6 +220,11 @@ def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypa
     port = free_port()
     with live_server.app.app_context():
         demo = seed(rp_url=f"http://localhost:{port}")
+        from idp.db import get_db
+        from idp.models import OAuthClient
+
+        client = get_db().query(OAuthClient).filter_by(client_id=demo["client_id"]).one()
+        assert client.name == "Appli de démonstration"
     monkeypatch.setenv("IDP_ISSUER", live_server.url)
     monkeypatch.setenv("DEMO_RP_CLIENT_ID", demo["client_id"])
     monkeypatch.setenv("DEMO_RP_CLIENT_SECRET", demo["client_secret"])
@@ -230,6 +236,12 @@ def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypa
         agent = UserAgent(live_server.url, client_redirect_prefix="never://")
         home = agent.get(f"http://localhost:{port}/")
         assert "Se connecter" in home.text
+        asked = agent.http.get(
+            f"http://localhost:{port}/login?acr_values=phrh", allow_redirects=False
+        )
+        query = parse_qs(urlsplit(asked.headers["Location"]).query)
+        assert query["acr_values"] == ["phrh"] and query["code_challenge_method"] == ["S256"]
+        assert query["state"][0] and query["nonce"][0] and query["code_challenge"][0]
         page = agent.get(f"http://localhost:{port}/login")
         page = agent.post(
             "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
@@ -238,5 +250,10 @@ def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypa
         assert result.url.startswith(f"http://localhost:{port}/")
         assert "substantial" in result.text and "mfa" in result.text
         assert demo["username"] in result.text
+        assert (
+            f'href="{live_server.url}/account"' in result.text and "Se déconnecter" in result.text
+        )
+        out = agent.http.post(f"http://localhost:{port}/logout")
+        assert "Se connecter" in out.text and demo["username"] not in out.text
     finally:
         rp_server.shutdown()
