@@ -51,7 +51,7 @@ def test_login_with_totp_in_a_browser(browser_page, demo_rp, clock):
     rp_url, demo = demo_rp
     page = browser_page
     page.goto(rp_url)
-    page.get_by_text("Se connecter").click()
+    page.get_by_role("link", name="Se connecter", exact=True).click()
     page.wait_for_selector("input[autocomplete~='username']")
     assert page.locator("input[name='password']").get_attribute("autocomplete") == (
         "current-password"
@@ -85,16 +85,8 @@ def test_not_you_starts_over_and_returns_to_the_application(browser_page, demo_r
     rp_url, demo = demo_rp
     page = browser_page
     page.goto(rp_url)
-    page.get_by_text("Se connecter").click()
+    page.get_by_role("link", name="Se connecter", exact=True).click()
     page.wait_for_selector("input[autocomplete~='username']")
-
-
-def test_switching_language_on_the_second_step_keeps_the_login(browser_page, demo_rp, clock):
-    rp_url, demo = demo_rp
-    page = browser_page
-    page.context.set_extra_http_headers({"Accept-Language": "fr-FR,fr;q=0.9"})
-    page.goto(rp_url)
-    page.get_by_text("Se connecter").click()
     page.fill("input[name='identifier']", demo["username"])
     page.fill("input[name='password']", demo["password"])
     page.locator("form[action='/login'] button[type='submit']").click()
@@ -115,6 +107,17 @@ def test_switching_language_on_the_second_step_keeps_the_login(browser_page, dem
     page.wait_for_url(f"{rp_url}/")
     assert "Camille Martin" in page.inner_text("body")
 
+
+def test_switching_language_on_the_second_step_keeps_the_login(browser_page, demo_rp, clock):
+    rp_url, demo = demo_rp
+    page = browser_page
+    page.context.set_extra_http_headers({"Accept-Language": "fr-FR,fr;q=0.9"})
+    page.goto(rp_url)
+    page.get_by_role("link", name="Se connecter", exact=True).click()
+    page.fill("input[name='identifier']", demo["username"])
+    page.fill("input[name='password']", demo["password"])
+    page.locator("form[action='/login'] button[type='submit']").click()
+    page.locator("input[name='code']").wait_for()
     second_step = page.url
     assert page.locator("html").get_attribute("lang") == "fr"
     page.get_by_text("English").click()
