@@ -71,6 +71,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _register_error_pages(app)
     app.context_processor(lambda: {"display_name": settings.issuer_name})
     app.jinja_env.globals["describe_login"] = assurance.describe
+    app.jinja_env.globals["signed_in"] = lambda: policy.current_auth() is not None
     app.jinja_env.filters["day"] = lambda value: format_date(value, "long")
     app.jinja_env.filters["moment"] = lambda value: format_datetime(value, "d MMMM y, HH:mm")
     return app
