@@ -30,7 +30,10 @@ class Form(FlaskForm):
 class PasswordLoginForm(Form):
     identifier = StringField(
         _l("RPPS number or email"),
-        validators=[DataRequired(), Length(max=254)],
+        validators=[
+            DataRequired(message=_l("Enter your RPPS number or your email address.")),
+            Length(max=254, message=_l("This identifier is too long.")),
+        ],
         # "webauthn" lets the browser offer passkeys in the field's autofill (conditional UI).
         render_kw={
             "autocomplete": "username webauthn",
@@ -40,7 +43,10 @@ class PasswordLoginForm(Form):
     )
     password = PasswordField(
         _l("Password"),
-        validators=[DataRequired(), Length(max=256)],
+        validators=[
+            DataRequired(message=_l("Enter your password.")),
+            Length(max=256, message=_l("This password is too long.")),
+        ],
         render_kw={"autocomplete": "current-password"},
     )
 
@@ -48,12 +54,18 @@ class PasswordLoginForm(Form):
 class NewPasswordForm(Form):
     password = PasswordField(
         _l("New password"),
-        validators=[DataRequired(), Length(min=12, max=256)],
+        validators=[
+            DataRequired(message=_l("Choose a password.")),
+            Length(min=12, max=256, message=_l("Choose a password of 12 to 256 characters.")),
+        ],
         render_kw={"autocomplete": "new-password", "minlength": "12"},
     )
     confirm = PasswordField(
         _l("Confirm the password"),
-        validators=[DataRequired(), EqualTo("password", message=_l("The passwords differ."))],
+        validators=[
+            DataRequired(message=_l("Type the password again.")),
+            EqualTo("password", message=_l("The passwords differ.")),
+        ],
         render_kw={"autocomplete": "new-password"},
     )
 

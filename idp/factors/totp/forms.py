@@ -12,7 +12,10 @@ from idp.auth.forms import Form
 class CodeForm(Form):
     code = StringField(
         _l("6-digit code"),
-        validators=[DataRequired(), Length(min=6, max=8)],
+        validators=[
+            DataRequired(message=_l("Enter the 6-digit code shown in your app.")),
+            Length(min=6, max=8, message=_l("The code has 6 digits.")),
+        ],
         render_kw={
             "autocomplete": "one-time-code",
             "inputmode": "numeric",

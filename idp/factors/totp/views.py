@@ -68,6 +68,7 @@ def confirm_code(device: TotpDevice, form, *, within=None) -> str | None:
     try:
         orchestrator().enrol(get_db(), methods()[KIND], attempt, answer, within=within)
     except MethodError:
+        form.code.data = ""  # a wrong code is cleared, never left to be sent again
         return _("Incorrect code. Check the code shown in your app and try again.")
     return None
 
