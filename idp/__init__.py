@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, request
 from flask_babel import format_date, format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -109,10 +109,12 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_error_pages(app: Flask) -> None:
+    from idp.error_pages import render_error
+
     @app.errorhandler(CSRFError)
     def csrf_error(_error):
         message = _("The form expired or was sent from elsewhere. Reload the page and try again.")
-        return render_template("error.html", message=message), 400
+        return render_error(message, 400, code="csrf")
 
     def unavailable(_error):
         """Shared counters or CRLs out of reach: fail closed, in the caller's language."""
@@ -121,7 +123,7 @@ def _register_error_pages(app: Flask) -> None:
             response = jsonify(error="unavailable", message=message)
             response.status_code = 503
             return response
-        return render_template("error.html", message=message), 503
+        return render_error(message, 503, code="unavailable")
 
     from idp.auth import errors
     from idp.auth.views import restart_login_page
@@ -130,18 +132,43 @@ def _register_error_pages(app: Flask) -> None:
     app.register_error_handler(ThrottleUnavailableError, unavailable)
     app.register_error_handler(CrlStoreUnavailableError, unavailable)
 
-    for status, text in (
-        (400, _l("The request is malformed.")),
-        (404, _l("This page does not exist.")),
-        (405, _l("This method is not allowed here.")),
-        (413, _l("The request is too large.")),
-        (500, _l("An unexpected error occurred. Try again later.")),
+    for status, code, text in (
+        (
+            400,
+            "bad_request",
+            _l("The request is malformed. Go back to the application and start again."),
+        ),
+        (
+            404,
+            "not_found",
+            _l("This page does not exist. Check the address, or go to your account."),
+        ),
+        (
+            405,
+            "method_not_allowed",
+            _l("This page cannot be used this way. Go back to the previous page and start again."),
+        ),
+        (
+            413,
+            "too_large",
+            _l("The request is too large. Send less at a time, or tell your support."),
+        ),
+        (
+            500,
+            "internal",
+            _l(
+                "An unexpected error occurred. Try again later; if it happens again, "
+                "tell your support the reference below."
+            ),
+        ),
     ):
-        app.register_error_handler(status, _error_page(status, text))
+        app.register_error_handler(status, _error_page(status, code, text))
 
 
-def _error_page(status: int, text: str):
+def _error_page(status: int, code: str, text: str):
     def handler(_error):
-        return render_template("error.html", message=str(text)), status
+        from idp.error_pages import render_error
+
+        return render_error(str(text), status, code=code)
 
     return handler

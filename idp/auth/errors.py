@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, Response, g, jsonify, render_template
+from flask import Flask, Response, g, jsonify
 from flask_babel import ngettext
 
 from idp.auth.policy import wants_json
@@ -47,7 +47,10 @@ def init_app(app: Flask, *, restart: Callable[[], object]) -> None:
         elif wants_json():
             response = jsonify(error="throttled", message=message)
         else:
-            response = Response(render_template("error.html", message=message))
+            from idp.error_pages import render_error
+
+            html, _status = render_error(message, 429, code="throttled")
+            response = Response(html)
         if response.status_code == 200:  # a redirect (back to another host) stays one
             response.status_code = 429
         response.headers["Retry-After"] = str(error.retry_after)

@@ -18,6 +18,7 @@ from idp.auth.orchestrator import orchestrator
 from idp.auth.password import PASSWORD, InvalidCredentialsError
 from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
+from idp.error_pages import render_error
 from idp.models import Practitioner, PractitionerStatus
 from idp.redaction import mask_identifier
 from idp.services import client_address, clock, methods
@@ -127,7 +128,7 @@ def current_practitioner() -> Practitioner:
 
 def invitation_invalid(status: int):
     message = _("This invitation link is invalid or has expired. Ask for a new one.")
-    return render_template("error.html", message=message), status
+    return render_error(message, status, code="invitation_invalid")
 
 
 def first_factor_practitioner() -> Practitioner:

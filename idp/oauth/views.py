@@ -29,14 +29,16 @@ from idp.auth import assurance, flow
 from idp.auth.policy import Policy, current_auth, policy
 from idp.crypto import hash_token
 from idp.db import get_db
+from idp.error_pages import Back, render_error
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
-from idp.oauth.messages import page_message
-from idp.oauth.server import AuthorizationCodeGrant
+from idp.oauth.messages import page_case
+from idp.oauth.server import AuthorizationCodeGrant, query_client
 from idp.oauth.validation import (
     RESPONSE_MODES,
     UnmetAuthenticationRequirementsError,
+    is_printable_ascii,
     requested_acr,
 )
 from idp.services import cipher, clock, settings
@@ -105,8 +107,31 @@ def with_issuer(response: Response) -> Response:
     return response
 
 
-def error_page(message: str, status: int = 400):
-    return render_template("error.html", message=message), status
+def application_back() -> Back | None:
+    """The way back to the application named by this request: only when its ``redirect_uri``
+    is registered for that client, and only to that address's origin (http or https)."""
+    client = query_client(request.values.get("client_id") or "")
+    redirect_uri = request.values.get("redirect_uri") or ""
+    if client is None or not is_printable_ascii(redirect_uri):
+        return None
+    if not client.check_redirect_uri(redirect_uri):
+        return None
+    parts = urlsplit(redirect_uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    origin = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+    return Back(origin, _("Back to %(name)s", name=client.name))
+
+
+def error_page(message: str, status: int = 400, *, code: str = "error"):
+    return render_error(message, status, back=application_back(), code=code)
+
+
+def form_expired_page():
+    return error_page(
+        _("The form expired or was sent from elsewhere. Reload the page and try again."),
+        code="csrf",
+    )
 
 
 def oauth_error_response(error: OAuth2Error):
@@ -114,7 +139,8 @@ def oauth_error_response(error: OAuth2Error):
     in the practitioner's language (the English description is for the client only)."""
     if getattr(error, "redirect_uri", None):
         return with_issuer(server().handle_error_response(None, error))
-    return error_page(page_message(error))
+    code, message = page_case(error)
+    return error_page(message, code=code)
 
 
 def request_params() -> list[tuple[str, str]]:
@@ -234,9 +260,7 @@ def authorize():
                 raise AccessDeniedError(redirect_uri=grant.redirect_uri)
             record_consent(db, grant.client, practitioner, grant.request.payload.scope)
     except (CSRFError, ValidationError):
-        return error_page(
-            _("The form expired or was sent from elsewhere. Reload the page and try again.")
-        )
+        return form_expired_page()
     except OAuth2Error as error:
         error.state = request.values.get("state")
         return oauth_error_response(error)
@@ -263,9 +287,7 @@ def cancel():
     try:
         validate_csrf(request.form.get("csrf_token"))
     except (CSRFError, ValidationError):
-        return error_page(
-            _("The form expired or was sent from elsewhere. Reload the page and try again.")
-        )
+        return form_expired_page()
     pending = flow.state().drop_request()
     if pending is None:
         return redirect(url_for("auth.login"), code=303)
