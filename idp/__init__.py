@@ -109,7 +109,7 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_error_pages(app: Flask) -> None:
-    from idp.error_pages import render_error
+    from idp.auth.error_pages import render_error
 
     @app.errorhandler(CSRFError)
     def csrf_error(_error):
@@ -167,7 +167,7 @@ def _register_error_pages(app: Flask) -> None:
 
 def _error_page(status: int, code: str, text: str):
     def handler(_error):
-        from idp.error_pages import render_error
+        from idp.auth.error_pages import render_error
 
         return render_error(str(text), status, code=code)
 

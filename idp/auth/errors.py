@@ -47,7 +47,7 @@ def init_app(app: Flask, *, restart: Callable[[], object]) -> None:
         elif wants_json():
             response = jsonify(error="throttled", message=message)
         else:
-            from idp.error_pages import render_error
+            from idp.auth.error_pages import render_error
 
             html, _status = render_error(message, 429, code="throttled")
             response = Response(html)

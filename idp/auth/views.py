@@ -12,13 +12,13 @@ from idp import audit
 from idp.auth import assurance, devices, flow
 from idp.auth.contract import AccountUnavailableError, Attempt
 from idp.auth.devices import Client
+from idp.auth.error_pages import render_error
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.password import PASSWORD, InvalidCredentialsError
 from idp.auth.policy import Policy, current_auth, policy
 from idp.db import get_db
-from idp.error_pages import render_error
 from idp.models import Practitioner, PractitionerStatus
 from idp.redaction import mask_identifier
 from idp.services import client_address, clock, methods

@@ -26,10 +26,10 @@ from wtforms import ValidationError
 
 from idp import audit
 from idp.auth import assurance, flow
+from idp.auth.error_pages import Back, render_error
 from idp.auth.policy import Policy, current_auth, policy
 from idp.crypto import hash_token
 from idp.db import get_db
-from idp.error_pages import Back, render_error
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims

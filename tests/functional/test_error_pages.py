@@ -15,8 +15,8 @@ import requests
 from markupsafe import escape
 from sqlalchemy import select
 
+from idp.auth.error_pages import ALPHABET, REFERENCE_LENGTH
 from idp.db import get_db
-from idp.error_pages import ALPHABET, REFERENCE_LENGTH
 from idp.models import AuditEvent
 from idp.oauth.messages import page_message
 from tests.functional.test_authorization_requests import oauth_error_for, valid_params

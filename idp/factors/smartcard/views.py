@@ -36,6 +36,7 @@ from idp.auth.contract import (
     NoSuchEnrolmentError,
 )
 from idp.auth.devices import Client
+from idp.auth.error_pages import render_error
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
@@ -121,7 +122,7 @@ def render_refusal(message: str, status: int):
 
 def unavailable():
     message = _("Sign-in with a CPS card is not available on this service.")
-    return render_template("error.html", message=message), 404
+    return render_error(message, 404)
 
 
 def api_error(code: str, message: str, status: int) -> Response:
@@ -423,7 +424,7 @@ def remove(card_id: int):
             get_db(), method, current_auth().practitioner_id, card_id, now=clock().now()
         )
     except LastFactorError:
-        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+        return render_error(_("You cannot remove your last factor."), 409)
     except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home", done="removed"), code=303)

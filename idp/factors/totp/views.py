@@ -15,6 +15,7 @@ from idp.auth.contract import (
     MethodError,
     NoSuchEnrolmentError,
 )
+from idp.auth.error_pages import render_error
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
@@ -146,7 +147,7 @@ def remove(device_id: int):
             get_db(), methods()[KIND], practitioner_id, device_id, now=clock().now()
         )
     except LastFactorError:
-        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+        return render_error(_("You cannot remove your last factor."), 409)
     except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home", done="removed"), code=303)

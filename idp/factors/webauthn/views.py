@@ -29,6 +29,7 @@ from idp.auth.contract import (
     MethodError,
     NoSuchEnrolmentError,
 )
+from idp.auth.error_pages import render_error
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
 from idp.auth.orchestrator import orchestrator
@@ -297,11 +298,11 @@ def enrol():
         )
     except RegistrationRefusedError as exc:
         message, status = registration_failure(exc.cause)
-        return render_template("error.html", message=message), status
+        return render_error(message, status)
     except enrolment.InvitationInvalidError:
         db.rollback()
         message = _("This invitation link is invalid or has expired. Ask for a new one.")
-        return render_template("error.html", message=message), 409
+        return render_error(message, 409)
     credential = bound.record
     amr = wa.amr_for(uv=True, hardware_bound=credential.hardware_bound, with_password=True)
     complete_login(
@@ -406,7 +407,7 @@ def remove(credential_id: int):
             get_db(), method(), current_practitioner().id, credential_id, now=clock().now()
         )
     except LastFactorError:
-        return render_template("error.html", message=_("You cannot remove your last factor.")), 409
+        return render_error(_("You cannot remove your last factor."), 409)
     except NoSuchEnrolmentError:
         abort(404)
     return redirect(url_for("accounts.home", done="removed"), code=303)
