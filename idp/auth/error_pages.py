@@ -4,10 +4,12 @@ Each page says what happened and what to do, carries a short reference the pract
 read out to support, and leads somewhere: back to the application when its return address is
 registered for it, else to the account page (which sends to the login when not signed in).
 
-The same reference is in the server log line and in the audit trail (``site:error:shown``), so
-support finds the occurrence from what the practitioner reads out. A GET route declared
-read-only (``get_changes_state=False``) writes nothing, not even that event: its error page's
-reference is in the log only.
+The same reference is in the server log line and, when the error interrupted someone's sign-in
+(a completed login, or the password step done), in the audit trail (``site:error:shown``, on
+that practitioner), so support finds the occurrence from what the practitioner reads out. An
+anonymous error is in the log only: anyone may ask for any address, and the append-only trail
+must not grow with that. A GET route declared read-only (``get_changes_state=False``) writes
+nothing either.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from flask import current_app, render_template, request, url_for
 from flask_babel import gettext as _
 
 from idp import audit
+from idp.auth.flow import LoginState
 from idp.auth.policy import endpoint_get_changes_state
 from idp.db import get_db
 from idp.redaction import redact_path
@@ -64,6 +67,16 @@ def render_error(message: str, status: int, *, back: Back | None = None, code: s
     return html, status
 
 
+def _person() -> int | None:
+    """Whose sign-in this error interrupted: the completed login, or the password step."""
+    state = LoginState.current()
+    if state.completed is not None:
+        return state.completed.practitioner_id
+    if state.first_factor is not None:
+        return state.first_factor.practitioner_id
+    return None
+
+
 def _audit(reference: str, status: int, code: str) -> None:
     """Committed on its own: whatever the request left half done is rolled back first (the end
     of the request would have rolled it back anyway). A trail out of reach never turns the
@@ -72,10 +85,20 @@ def _audit(reference: str, status: int, code: str) -> None:
         endpoint_get_changes_state(current_app, request.endpoint) is False
     ):
         return  # a GET declared read-only writes nothing, not even this: the log line has it
+    person = _person()
+    if person is None:
+        return  # anyone may ask for anything: an anonymous error never grows the trail
     db = get_db()
     try:
         db.rollback()
-        audit.record(db, "site:error:shown", reference=reference, status=status, code=code)
+        audit.record(
+            db,
+            "site:error:shown",
+            practitioner_id=person,
+            reference=reference,
+            status=status,
+            code=code,
+        )
         db.commit()
     except Exception:  # noqa: BLE001 - the page is shown regardless; the log line has the reference
         db.rollback()

@@ -1,5 +1,6 @@
 """Every error page a person sees says what happened and what to do, in the page's language,
-carries a reference that support finds in the log and the audit trail, and leads somewhere:
+carries a reference that support finds in the log (and in the audit trail when it interrupted
+someone's sign-in), and leads somewhere:
 back to the application only when its return address is registered for it, else to the
 account page."""
 
@@ -52,8 +53,9 @@ def get(live_server, path: str, params: dict | None = None) -> requests.Response
 
 
 def assert_referenced(live_server, caplog, response, status: int, code: str) -> str:
+    """In the log; anonymous, so not in the audit trail (it must not grow with anyone's asks)."""
     reference = reference_of(response)
-    assert {"reference": reference, "status": status, "code": code} in shown_events(live_server)
+    assert all(e["reference"] != reference for e in shown_events(live_server))
     logged = [r.getMessage() for r in caplog.records if reference in r.getMessage()]
     assert logged and f"status={status}" in logged[0] and f"code={code}" in logged[0]
     return reference
@@ -144,3 +146,28 @@ def test_no_error_page_is_a_500(live_server, method, path, status):
     response = requests.request(method, f"{live_server.url}{path}", allow_redirects=False)
     assert response.status_code == status
     reference_of(response)
+
+
+def test_an_error_during_a_sign_in_is_in_the_audit_trail_on_that_practitioner(
+    live_server, demo, clock, caplog
+):
+    from tests.support.oidc import UserAgent, totp_now
+
+    caplog.set_level(logging.INFO)
+    agent = UserAgent(live_server.url)
+    page = agent.login_password(demo["username"], demo["password"])
+    agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
+    params = {**valid_params(live_server, demo, client_id="nobody"), "lang": "fr"}
+    response = agent.http.get(f"{live_server.url}/authorize?{urlencode(params)}")
+    reference = reference_of(response)
+    assert {"reference": reference, "status": 400, "code": "unknown_client"} in (
+        shown_events(live_server)
+    )
+    with live_server.app.app_context():
+        row = (
+            get_db()
+            .execute(select(AuditEvent).where(AuditEvent.event == "site:error:shown"))
+            .scalar_one()
+        )
+        assert row.practitioner_id is not None
+    assert any(reference in r.getMessage() for r in caplog.records)
