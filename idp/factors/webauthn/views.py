@@ -158,9 +158,8 @@ def registration_failure(error: Exception) -> tuple[str, int]:
 # --------------------------------------------------------------------------- second factor
 
 
-def render_second_factor(form, *, error: str | None = None, status: int = 200):
-    factors = offered_factors(first_factor_practitioner())
-    context = {"other_factors": [f for f in factors if f != "webauthn"]}
+def render_second_factor(form, offered: list[str], *, error: str | None = None, status=200):
+    context = {"other_factors": [f for f in offered if f != "webauthn"]}
     return render_template("login_webauthn.html", form=form, error=error, **context), status
 
 
@@ -177,19 +176,20 @@ def finish_login(form, *, purpose: str, practitioner: Practitioner | None) -> fl
 @policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login():
     practitioner = first_factor_practitioner()
-    if "webauthn" not in offered_factors(practitioner):
+    offered = offered_factors(practitioner)  # once per request: one query per method
+    if "webauthn" not in offered:
         return redirect(url_for("auth.second_factor"))
     form = CredentialForm()
     if not form.validate_on_submit():
-        return render_second_factor(form, status=400 if request.method == "POST" else 200)
-    when_throttled(lambda message: render_second_factor(form, error=message)[0])
+        return render_second_factor(form, offered, status=400 if request.method == "POST" else 200)
+    when_throttled(lambda message: render_second_factor(form, offered, error=message)[0])
     try:
         authentication = finish_login(form, purpose=SECOND_FACTOR, practitioner=practitioner)
     except LoginRestartError:
         return restart_login_page()
     except MethodError as exc:
         message, status = login_failure(exc)
-        return render_second_factor(form, error=message, status=status)
+        return render_second_factor(form, offered, error=message, status=status)
     complete_login(authentication)
     return after_login()
 

@@ -97,6 +97,8 @@ def test_operators_override_named_limits_within_the_nist_ceiling():
     assert limits["login.ip"].free == 200 and limits["login.ip"].ceiling is None
     assert (limits["login.account"].free, limits["login.account"].ceiling) == (3, 20)
     assert limits["2fa.ip"] == configured({})["2fa.ip"]  # the others keep their defaults
+    edge = configured(parse_overrides("login.account=5/100, 2fa.account=3/3"))
+    assert edge["login.account"].ceiling == 100 and edge["2fa.account"].ceiling == 3  # allowed
     for bad in ("login.user=3", "login.ip=many", "login.account=5/101", "login.account=9/3"):
         with pytest.raises(ValueError):
             parse_overrides(bad)
