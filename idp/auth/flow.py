@@ -18,6 +18,10 @@ State made for one person or one step is honoured only for that person and that 
 - the opened invitation (``OpenedInvitation``), before the password is chosen;
 - the step-up (``StepUp``): binding a new authenticator needs a stronger login first
   (NIST-10), for ``practitioner_id`` only;
+- the confirmation (``Confirmation``): a signed-in practitioner confirms with one of their
+  factors (a sensitive change, an application asking for a stronger level). The completed
+  login stands in for the password and stays as it was until the confirmation succeeds:
+  abandoned or unmet, the practitioner keeps the session they had;
 - a factor's own leftovers for the login in progress (``step(kind)``): WebAuthn challenge ids,
   the card transaction, a pending TOTP seed;
 - the pending authorization request (``PendingRequest``) and where to go next;
@@ -47,11 +51,12 @@ FIRST_FACTOR = "first_factor"
 ENROLMENT = "enrolment"
 INVITATION = "invitation"
 STEP_UP = "step_up"
+CONFIRMATION = "confirm"
 PENDING = "authz"
 NEXT = "next"
 COMPLETED = "auth"
 STEP_PREFIX = "step."
-IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP)
+IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP, CONFIRMATION)
 LOGIN_COMPLETED = "auth:login:completed"
 
 
@@ -77,6 +82,14 @@ class FirstFactor:
 class StepUp:
     practitioner_id: int
     acr: str
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The signed-in ``practitioner_id`` confirms it is them, in the login named ``login``."""
+
+    practitioner_id: int
+    login: str
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,20 @@ class LoginState:
         return enrolment
 
     @property
+    def confirmation(self) -> Confirmation | None:
+        """The confirmation in progress, honoured only while its login and its practitioner's
+        completed login are both still the ones it was opened for."""
+        confirmation = _load(Confirmation, self._store.get(CONFIRMATION))
+        first, completed = self.first_factor, self.completed
+        if confirmation is None or first is None or completed is None:
+            return None
+        if first.login != confirmation.login or not (
+            confirmation.practitioner_id == first.practitioner_id == completed.practitioner_id
+        ):
+            return None
+        return confirmation
+
+    @property
     def pending_request(self) -> PendingRequest | None:
         return _load(PendingRequest, self._store.get(PENDING))
 
@@ -218,18 +245,40 @@ class LoginState:
         self._clear_in_progress(keep_step_up_for=step_up.practitioner_id if step_up else None)
 
     def begin_login(self, practitioner_id: int, *, now: dt.datetime) -> None:
-        """The password is right: a new login, for this practitioner only, from a clean state."""
+        """The password is right: a new login, for this practitioner only, from a clean state.
+
+        Their own completed login stays until the new one completes (a step-up given up
+        leaves the session as it was); someone else's ends here."""
         self._clear_in_progress(keep_step_up_for=practitioner_id)
-        self._store.pop(COMPLETED, None)
+        completed = self.completed
+        if completed is not None and completed.practitioner_id != practitioner_id:
+            self._store.pop(COMPLETED, None)
         self._store[FIRST_FACTOR] = asdict(
             FirstFactor(practitioner_id, now.timestamp(), new_token(12))
         )
         self._rotate()
 
-    def restart(self) -> None:
-        """Too many wrong answers at the second step: back to the password."""
+    def begin_confirmation(self, practitioner_id: int, *, now: dt.datetime) -> None:
+        """The signed-in practitioner is asked to confirm with a factor: their completed login
+        stands in for the password step, and stays untouched until a factor confirms."""
+        self._clear_in_progress(keep_step_up_for=practitioner_id)
+        login = new_token(12)
+        self._store[FIRST_FACTOR] = asdict(FirstFactor(practitioner_id, now.timestamp(), login))
+        self._store[CONFIRMATION] = asdict(Confirmation(practitioner_id, login))
+
+    def restart(self, *, sign_out: bool = False) -> None:
+        """Back to the password: after too many wrong answers at the second step, or "Not
+        you?" (which, on a confirmation, also ends the completed login it was for)."""
         self._clear_in_progress()
+        if sign_out:
+            self._store.pop(COMPLETED, None)
         self._rotate()
+
+    def abandon(self) -> None:
+        """The practitioner gave up the step in progress: it goes, with where it led; a
+        completed login stays as it was."""
+        self._clear_in_progress()
+        self._store.pop(NEXT, None)
 
     def end_first_factor(self) -> None:
         """The password step is too old to open the second-step pages."""
@@ -257,11 +306,10 @@ class LoginState:
         self._rotate()
 
     def require_step_up(self, practitioner_id: int, acr: str, *, then: str) -> None:
-        """Binding this authenticator needs a login at ``acr`` first (NIST-10): the current
-        login ends, the next one must reach ``acr``, then the practitioner comes back."""
+        """Binding this authenticator needs a login at ``acr`` first (NIST-10): the next login
+        (a confirmation) must reach ``acr``, then the practitioner comes back to ``then``."""
         self._store[STEP_UP] = asdict(StepUp(practitioner_id, acr))
         self._store[NEXT] = then
-        self._store.pop(COMPLETED, None)
 
     # --- the application's request and where to go next ------------------------------------
 
@@ -275,6 +323,9 @@ class LoginState:
 
     def set_next(self, url: str | None) -> None:
         self._store[NEXT] = url
+
+    def peek_next(self) -> str | None:
+        return self._store.get(NEXT)
 
     def take_next(self) -> str | None:
         return self._store.pop(NEXT, None)
@@ -290,7 +341,15 @@ class LoginState:
         failures: int,
         last_failure: dt.datetime | None,
     ) -> CompletedLogin:
-        used = (("password",) if self.first_factor is not None else ()) + authentication.methods
+        confirmation, previous = self.confirmation, self.completed
+        if (
+            confirmation is not None
+            and confirmation.practitioner_id == authentication.practitioner_id
+        ):
+            earlier = previous.methods  # the session the confirmation stood on
+        else:
+            earlier = ("password",) if self.first_factor is not None else ()
+        used = earlier + tuple(m for m in authentication.methods if m not in earlier)
         self._clear_in_progress()
         completed = CompletedLogin(
             practitioner_id=authentication.practitioner_id,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from werkzeug.exceptions import HTTPException
 
 from idp import audit
 from idp.auth import assurance, devices, flow
@@ -24,6 +26,13 @@ from idp.redaction import mask_identifier
 from idp.services import client_address, clock, methods
 
 bp = Blueprint("auth", __name__)
+
+LEVEL_REASONS = {
+    assurance.PHISHING_RESISTANT: _l(
+        "%(client)s requires a phishing-resistant sign-in: a security key, a passkey or a CPS card."
+    ),
+    assurance.HIGH: _l("%(client)s requires a CPS card or a certified security key."),
+}
 
 
 def client_ip() -> str:
@@ -74,14 +83,24 @@ def pending_request() -> flow.PendingRequest | None:
 
 
 def login_context() -> dict:
-    """What login.html shows around the forms (also rendered by the passkey login view)."""
+    """What login.html shows around the forms (also rendered by the passkey login view).
+
+    An application asking for a phishing-resistant level gets its explanation and the
+    methods that reach it first; the password (then a key) comes after."""
     pending = pending_request()
     return {
         "client_name": pending.client_name if pending else None,
         "step_up": flow.state().step_up is not None,
         "standalone_methods": standalone_methods(),
         "requires_high": pending is not None and pending.acr == assurance.HIGH,
+        "level_reason": level_reason(pending),
     }
+
+
+def level_reason(pending: flow.PendingRequest | None) -> str | None:
+    """ "<application> requires ...": why a stronger method than a code is asked, or None."""
+    reason = LEVEL_REASONS.get(pending.acr) if pending is not None else None
+    return str(reason) % {"client": pending.client_name} if reason is not None else None
 
 
 def standalone_methods() -> list:
@@ -170,14 +189,25 @@ def signing_in_context() -> dict:
 @policy(Policy.PUBLIC)
 def restart():
     """ "Not you?": the login in progress ends, the application's request stays, and the
-    sign-in starts again at the password."""
+    sign-in starts again at the password. On a confirmation the session it was for is
+    someone else's (a shared workstation): it is signed out too."""
     if not EmptyForm().validate_on_submit():
         abort(400)
-    first = flow.state().first_factor
+    state = flow.state()
+    first = state.first_factor
+    confirming = state.confirmation is not None
     if first is not None:
         audit.record(get_db(), "auth:login:restarted", practitioner_id=first.practitioner_id)
+        if confirming:  # someone else's session on this computer: it ends here
+            completed = state.completed
+            audit.record(
+                get_db(),
+                "auth:session:logout",
+                practitioner_id=completed.practitioner_id,
+                sid=completed.sid,
+            )
         get_db().commit()
-    flow.state().restart()
+    state.restart(sign_out=confirming)
     return redirect(url_for("auth.login"), code=303)
 
 
@@ -224,18 +254,67 @@ def second_factor():
     return redirect(url_for(methods()[methods().default_choice(factors)].login_endpoint))
 
 
-@bp.get("/login/reauthenticate")
-@policy(Policy.AUTHENTICATED, get_changes_state=False)
-def reauthenticate():
-    """Sensitive changes need a login from the last minutes: the sign-in form, saying why.
+REASONS_BY_ACTION = {
+    "webauthn.add": _l("To add a security key or passkey, confirm that it is you."),
+    "totp.add": _l("To set up an authenticator app, confirm that it is you."),
+}
 
-    It changes nothing: the login is replaced only once the password (or a passkey, or the
-    card) is checked, so a link from another site cannot end a session."""
-    form = PasswordLoginForm()
-    practitioner = get_db().get(Practitioner, current_auth().practitioner_id)
-    form.identifier.data = practitioner.rpps
-    context = login_context()
-    return render_template("login.html", form=form, reauthenticate=True, **context)
+
+def confirmation_reason(auth, pending: flow.PendingRequest | None) -> str:
+    """Why this practitioner, already signed in, is asked to confirm: in their words."""
+    if flow.state().step_up_for(auth.practitioner_id) is not None:
+        return _("To add this key, first confirm with one of your security keys or passkeys.")
+    if pending is not None and not assurance.satisfies(auth.acr, [pending.acr or ""]):
+        reason = level_reason(pending)
+        if reason is not None:
+            return reason
+    action = endpoint_of(flow.state().peek_next())
+    return str(
+        REASONS_BY_ACTION.get(action, _l("This change needs you to confirm that it is you."))
+    )
+
+
+def endpoint_of(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        endpoint, _args = current_app.url_map.bind("").match(path.partition("?")[0], "GET")
+    except HTTPException:
+        return None
+    return endpoint
+
+
+@bp.get("/login/reauthenticate")
+@policy(Policy.AUTHENTICATED, get_changes_state=True)  # opens a confirmation, ends nothing
+def reauthenticate():
+    """One short page for a signed-in practitioner who must confirm with a factor: a change
+    that needs a recent login, a key that needs a stronger one (NIST-10), an application that
+    asks for a higher level. Why, the factors they have that reach the level, and Cancel.
+
+    The GET opens a confirmation for the signed-in practitioner only (a link from another
+    site can do no more than that): the session stays as it was until a factor confirms, and
+    NIST SP 800-63B (section 7.2) allows a single factor to reauthenticate within a session."""
+    auth = current_auth()
+    flow.state().begin_confirmation(auth.practitioner_id, now=clock().now())
+    pending = pending_request()
+    offered = offered_factors(current_practitioner())
+    context = {
+        "reason": confirmation_reason(auth, pending),
+        "offered": offered,
+        "client_name": pending.client_name if pending else None,
+    }
+    return render_template("reauthenticate.html", **context)
+
+
+@bp.post("/login/reauthenticate/cancel")
+@policy(Policy.PUBLIC)
+def cancel_confirmation():
+    """Cancel on the confirmation page: the step goes, the session stays, back to the account.
+    (With an application waiting, the page's Cancel answers it instead: ``oauth.cancel``.)"""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    flow.state().abandon()
+    return redirect(url_for("accounts.home"), code=303)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

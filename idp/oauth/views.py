@@ -213,7 +213,9 @@ def record_consent(db, client: OAuthClient, practitioner: Practitioner, scope: s
     db.commit()
 
 
-def stash_and_login(grant, params) -> Response:
+def stash_and_login(grant, params, *, confirm: bool = False) -> Response:
+    """Keep the request while the practitioner signs in, or, already signed in at a lower
+    level than asked (``confirm``), confirms with a stronger factor of theirs."""
     data = grant.request.payload.data
     flow.state().keep_request(
         flow.PendingRequest(
@@ -227,7 +229,7 @@ def stash_and_login(grant, params) -> Response:
             client_name=grant.client.name,
         )
     )
-    return redirect(url_for("auth.login"))
+    return redirect(url_for("auth.reauthenticate" if confirm else "auth.login"))
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -247,7 +249,7 @@ def authorize():
         if reason is not None:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri)
-            return stash_and_login(grant, params)
+            return stash_and_login(grant, params, confirm=reason == "step-up")
         if needs_consent(db, grant.client, practitioner, grant):
             decision = request.form.get("consent_decision") if request.method == "POST" else None
             if decision is None:
@@ -281,13 +283,15 @@ def render_consent(grant, params):
 @bp.post("/authorize/cancel")
 @policy(Policy.PUBLIC)
 def cancel():
-    """The practitioner gave up (or no factor meets the level asked): tell the client.
+    """The practitioner gave up (or no factor meets the level asked): tell the client. The
+    step in progress goes; a session the practitioner already had stays as it was.
 
     A POST with the form's CSRF token: a link from another site must not end a sign-in."""
     try:
         validate_csrf(request.form.get("csrf_token"))
     except (CSRFError, ValidationError):
         return form_expired_page()
+    flow.state().abandon()
     pending = flow.state().drop_request()
     if pending is None:
         return redirect(url_for("auth.login"), code=303)

@@ -156,6 +156,8 @@ def test_passkey_autofill_signs_in_from_the_login_page(page, live_server, demo, 
 
 
 def test_client_asking_for_phr_steps_up_a_totp_session(page, live_server, demo, client, clock):
+    """Signed in with a code, asked for phr: one short page says why and offers the key,
+    no password; the practitioner touches it and the application gets phr."""
     add_virtual_authenticator(page, transport="usb", resident_key=False)
     sign_in_with_totp(page, live_server, demo, clock)
     add_key(page, live_server, "Clé USB")
@@ -166,13 +168,59 @@ def test_client_asking_for_phr_steps_up_a_totp_session(page, live_server, demo, 
 
     strict = client_for(live_server, client)
     page.goto(strict.authorization_url(acr_values="phr"))
-    page.wait_for_url("**/login")  # stepped up, not silently accepted
-    sign_in_with_password(page, demo)
-    page.wait_for_url("**/login/webauthn")
-    assert page.locator("#fallback-totp").count() == 0  # only factors that reach phr
-    page.click("#webauthn-start")
+    page.wait_for_url("**/login/reauthenticate")  # stepped up, not silently accepted
+    assert "requires a phishing-resistant sign-in" in page.inner_text("#reauthenticate")
+    assert page.locator("input[name='password']").count() == 0
+    assert page.locator("#confirm-totp").count() == 0  # only factors that reach phr
+    page.click("#confirm-webauthn")
     claims = finish_at_client(page, strict, client)
     assert claims["acr"] == "phr" and claims["amr"] == ["pwd", "swk", "user", "mfa"]
+
+
+def test_step_up_given_up_keeps_the_session(page, live_server, demo, client, clock):
+    add_virtual_authenticator(page, transport="usb", resident_key=False)
+    sign_in_with_totp(page, live_server, demo, clock)
+    strict = client_for(live_server, client)
+    page.goto(strict.authorization_url(acr_values="phr"))
+    page.wait_for_url("**/login/reauthenticate")
+    assert page.locator("#confirm-none").is_visible()  # the code does not reach phr
+    page.click("#confirm-cancel")
+    page.wait_for_url(client["url"] + "/**")
+    assert "error=unmet_authentication_requirements" in page.url
+    page.goto(f"{live_server.url}/account")
+    assert page.url.endswith("/account")  # still signed in, as before
+
+
+def test_a_stale_session_confirms_a_new_key_with_a_passkey(page, live_server, demo, clock):
+    """A factor change after 5 minutes: the short page, the passkey, back to the change."""
+    add_virtual_authenticator(page, transport="internal", resident_key=True)
+    sign_in_with_totp(page, live_server, demo, clock)
+    add_key(page, live_server, "Téléphone")
+    clock.advance(6 * 60)
+    page.goto(f"{live_server.url}/account")
+    page.locator("a[href='/account/webauthn/add']").click()
+    page.wait_for_url("**/login/reauthenticate")
+    assert "To add a security key or passkey" in page.inner_text("#reauthenticate")
+    assert page.locator("input[name='password']").count() == 0
+    assert page.locator(".signing-in-name").inner_text() == "Camille Martin"
+    page.click("#confirm-webauthn")
+    page.wait_for_url("**/account/webauthn/add")  # back to the change, now allowed
+    assert page.locator("#webauthn-register").is_enabled()
+
+
+def test_the_login_page_explains_a_step_up_before_the_password(page, live_server, demo, client):
+    """Anonymous, asked for phr: the reason and the passkey first, the password after."""
+    add_virtual_authenticator(page, transport="internal", resident_key=True)
+    page.add_init_script(NO_AUTOFILL)
+    strict = client_for(live_server, client)
+    page.goto(strict.authorization_url(acr_values="phr"))
+    page.wait_for_url("**/login")
+    why = page.locator("#requires-level-why")
+    assert "requires a phishing-resistant sign-in" in why.inner_text()
+    passkey = page.locator("#passkey-login").bounding_box()
+    password = page.locator("input[name='password']").bounding_box()
+    assert passkey["y"] < password["y"]  # the method that reaches the level comes first
+    assert "secondary" not in (page.locator("#passkey-login").get_attribute("class") or "")
 
 
 def test_removed_passkey_no_longer_signs_in(page, live_server, demo, clock):

@@ -169,16 +169,13 @@ def test_an_essential_acr_in_claims_steps_up_like_acr_values(live_server, demo, 
     agent = logged_in_with_totp(live_server, demo, clock)
     url = rp_for(live_server, demo).authorization_url(claims=ESSENTIAL_PHR)
     stepped = agent.get(url)
-    assert stepped.status_code == 200 and 'name="password"' in stepped.text
+    assert stepped.url.endswith("/login/reauthenticate") and 'id="reauthenticate"' in stepped.text
     silent = agent.get(
         rp_for(live_server, demo).authorization_url(claims=ESSENTIAL_PHR, prompt="none")
     )
     assert query_of(silent.headers["Location"])["error"] == ["login_required"]
-    # The login then offers only what reaches phr: this account has none.
-    page = agent.post(
-        "/login", {"identifier": demo["username"], "password": demo["password"]}, stepped.text
-    )
-    assert page.status_code == 403 and "/login/totp" not in page.text
+    # The confirmation offers only what reaches phr: this account has none.
+    assert 'id="confirm-none"' in stepped.text and "/login/totp" not in stepped.text
     # An essential acr wins over a lower acr_values: still no code from the TOTP login.
     agent = logged_in_with_totp(live_server, demo, clock)
     url = rp_for(live_server, demo).authorization_url(

@@ -95,13 +95,13 @@ def test_adding_a_factor_needs_a_recent_login(live_server, demo, clock):
     clock.advance(6 * 60)
     stale = agent.http.get(f"{live_server.url}/account/totp/add", allow_redirects=False)
     assert stale.status_code == 302 and "reauthenticate" in stale.headers["Location"]
-    relogin = agent.get("/account/totp/add")
-    assert 'name="password"' in relogin.text  # back to the login form, the login kept so far
+    confirm = agent.get("/account/totp/add")
+    # One short page: why, the factors the practitioner has, no password; the login kept.
+    assert "Pour configurer une application d&#39;authentification" in confirm.text
+    assert 'name="password"' not in confirm.text and 'id="confirm-totp"' in confirm.text
     assert agent.http.get(f"{live_server.url}/account", allow_redirects=False).status_code == 200
-    relogin = agent.post(
-        "/login", {"identifier": demo["username"], "password": demo["password"]}, relogin.text
-    )
-    start = agent.submit_totp(totp_now(demo["totp_secret"], clock), relogin)
+    clock.advance(30)  # the next code: the login's one is spent
+    start = agent.submit_totp(totp_now(demo["totp_secret"], clock))
     assert start.url.endswith("/account/totp/add") and "data:image/svg+xml" not in start.text
     setup = agent.post("/account/totp/add", {}, start.text)  # the new key: a POST
     assert setup.status_code == 200 and "data:image/svg+xml" in setup.text

@@ -518,14 +518,14 @@ def test_phr_request_steps_up_a_totp_session_and_offers_only_webauthn(
     live_server, demo, agent, key, clock
 ):
     rp = new_rp(live_server, demo)
-    # The TOTP session (substantial) is not accepted silently for phr...
+    # The TOTP session (substantial) is not accepted silently for phr: the practitioner, signed
+    # in, confirms with a factor that reaches it, without a password...
     stepped = agent.get(rp.authorization_url(acr_values="phr"))
-    assert stepped.status_code == 200 and "/login/passkey" in stepped.text
-    page = agent.post(
-        "/login", {"identifier": demo["username"], "password": demo["password"]}, stepped.text
-    )
+    assert stepped.url.endswith("/login/reauthenticate") and stepped.status_code == 200
+    assert 'id="confirm-webauthn"' in stepped.text and 'name="password"' not in stepped.text
+    assert is_logged_in(agent)  # the lower session stays while they confirm
     # ...and the only factor offered reaches phr: no code from the app.
-    assert page.url.endswith("/login/webauthn") and "/login/totp" not in page.text
+    assert "/login/totp" not in stepped.text
     totp_page = agent.http.get(f"{live_server.url}/login/totp", allow_redirects=False)
     assert totp_page.status_code == 302
     result, _response = second_factor(agent, live_server, key)
@@ -538,6 +538,78 @@ def test_phr_request_steps_up_a_totp_session_and_offers_only_webauthn(
         again = new_rp(live_server, demo)
         silent = agent.get(again.authorization_url(acr_values=acr_values, prompt="none"))
         assert "code" in query_of(silent.headers["Location"])
+
+
+def silent_acr(agent, live_server, demo) -> str:
+    """The level the session has now, as a client asking nothing would get it."""
+    rp = new_rp(live_server, demo)
+    silent = agent.get(rp.authorization_url(prompt="none"))
+    return rp.verify_id_token(rp.exchange(silent.headers["Location"])["id_token"], "demo-rp")[
+        "claims"
+    ]["acr"]
+
+
+def test_a_step_up_given_up_leaves_the_lower_session(live_server, demo, agent, key, clock):
+    rp = new_rp(live_server, demo)
+    stepped = agent.get(rp.authorization_url(acr_values="phr"))
+    assert 'id="confirm-cancel"' in stepped.text and 'action="/authorize/cancel"' in stepped.text
+    back = agent.post("/authorize/cancel", {}, stepped.text)
+    assert query_of(back.headers["Location"])["error"] == ["access_denied"]
+    assert is_logged_in(agent) and silent_acr(agent, live_server, demo) == "substantial"
+    # The confirmation went with it: its second-step page no longer opens.
+    assert agent.http.get(f"{live_server.url}/login/webauthn", allow_redirects=False).is_redirect
+    assert [e.event for e in events(live_server, "auth:session:logout")] == []
+
+
+def test_a_step_up_no_factor_meets_says_so_and_leaves_the_session(
+    live_server, demo, agent, key, clock
+):
+    rp = new_rp(live_server, demo)
+    stepped = agent.get(rp.authorization_url(acr_values="phrh"))  # the key is not attested
+    assert 'id="confirm-none"' in stepped.text and 'id="confirm-webauthn"' not in stepped.text
+    back = agent.post("/authorize/cancel", {"reason": "unmet"}, stepped.text)
+    assert query_of(back.headers["Location"])["error"] == ["unmet_authentication_requirements"]
+    assert is_logged_in(agent) and silent_acr(agent, live_server, demo) == "substantial"
+
+
+def test_a_password_login_given_up_at_the_second_step_keeps_the_own_session(
+    live_server, demo, agent, key, clock
+):
+    """Typing one's password again (prompt=login, a step-up from the login page) opens a new
+    login; given up, the practitioner still has the session they had."""
+    rp = new_rp(live_server, demo)
+    page = agent.get(rp.authorization_url(prompt="login"))
+    assert page.url.endswith("/login")
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
+    assert page.url.endswith("/login/webauthn")
+    assert is_logged_in(agent) and silent_acr(agent, live_server, demo) == "substantial"
+
+
+def test_not_you_on_a_confirmation_signs_the_session_out(live_server, demo, agent, key, clock):
+    """On a shared workstation the session asking to confirm may be someone else's."""
+    page = agent.get(new_rp(live_server, demo).authorization_url(acr_values="phr"))
+    page = agent.post("/login/restart", {}, page.text)
+    assert page.url.endswith("/login") and 'name="password"' in page.text
+    assert not is_logged_in(agent)
+    [logout] = events(live_server, "auth:session:logout")
+    assert logout.practitioner_id == rows(live_server, select(Practitioner))[0].id
+
+
+def test_cancelling_a_confirmation_goes_back_to_the_account(live_server, demo, agent, clock):
+    clock.advance(6 * 60)
+    page = agent.get("/account/totp/add")
+    assert page.url.endswith("/login/reauthenticate") and 'id="confirm-totp"' in page.text
+    back = agent.post("/login/reauthenticate/cancel", {}, page.text)
+    assert back.url.endswith("/account") and back.status_code == 200
+    assert agent.http.get(f"{live_server.url}/login/totp", allow_redirects=False).is_redirect
+    # Confirmed with a code instead, the practitioner comes back to the change they asked.
+    page = agent.get("/account/totp/add")
+    page = agent.get("/login/totp")
+    clock.advance(30)  # the next code: the one of the login is spent
+    done = agent.post("/login/totp", {"code": totp_now(demo["totp_secret"], clock)}, page.text)
+    assert done.url.endswith("/account/totp/add") and done.status_code == 200
 
 
 def test_phrh_request_is_not_met_by_an_unattested_key(live_server, demo, key):
@@ -562,14 +634,9 @@ def test_adding_a_second_key_from_a_totp_session_steps_up(live_server, demo, key
     agent = UserAgent(live_server.url)
     login_with_totp(agent, demo["username"], demo["password"], demo["totp_secret"], clock)
     page = agent.get("/account/webauthn/add")
-    assert page.status_code == 403 and 'action="/account/webauthn/add/step-up"' in page.text
-    assert is_logged_in(agent)  # a link here ends nothing: the step-up is the page's button
-    page = agent.post("/account/webauthn/add/step-up", {}, page.text)
-    assert page.url.endswith("/login") and 'name="password"' in page.text
-    page = agent.post(
-        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
-    )
-    assert page.url.endswith("/login/webauthn") and "/login/totp" not in page.text
+    assert page.url.endswith("/login/reauthenticate") and 'id="confirm-webauthn"' in page.text
+    assert "/login/totp" not in page.text and 'name="password"' not in page.text
+    assert is_logged_in(agent)  # a link here ends nothing: the session stays until confirmed
     result, _response = second_factor(agent, live_server, key)
     assert result.url.endswith("/account/webauthn/add") and result.status_code == 200
     assert register_key(agent, live_server, SoftAuthenticator(), name="Spare").status_code == 200

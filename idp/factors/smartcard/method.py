@@ -156,6 +156,8 @@ class SmartcardMethod:
     account_template: ClassVar[str] = "factors/smartcard_account.html"
     enrolment_field: ClassVar[str] = "card"
     switch_label: ClassVar[str] = _l("Use my CPS card instead")
+    confirm_label: ClassVar[str] = _l("Use my CPS card")
+    confirm_template: ClassVar[str | None] = None
     login_label: ClassVar[str] = _l("Sign in with my CPS card")
     login_option_template: ClassVar[str] = "factors/smartcard_login_option.html"
     messages: ClassVar[dict] = {code: message for code, (message, _status) in FAILURES.items()}

@@ -107,6 +107,8 @@ class TotpMethod:
     account_template: ClassVar[str] = "factors/totp_account.html"
     enrolment_field: ClassVar[str] = "device_id"
     switch_label: ClassVar[str] = _l("Use a code from my authenticator app instead")
+    confirm_label: ClassVar[str] = _l("Enter a code from my authenticator app")
+    confirm_template: ClassVar[str | None] = None
     messages: ClassVar[dict] = {
         "invalid_code": _l("Incorrect code. Wait for the next code in your app and try again."),
     }

@@ -259,6 +259,8 @@ class WebAuthnMethod:
     account_template: ClassVar[str] = "factors/webauthn_account.html"
     enrolment_field: ClassVar[str] = "credential"
     switch_label: ClassVar[str] = _l("Use a security key or passkey instead")
+    confirm_label: ClassVar[str] = _l("Use my security key or passkey")
+    confirm_template: ClassVar[str | None] = "factors/webauthn_confirm.html"
     messages: ClassVar[dict] = {
         "MalformedCredentialError": UNREADABLE_MESSAGE,
         "ChallengeInvalidError": _l("This sign-in request has expired. Try again."),

@@ -315,11 +315,10 @@ def enrol():
 
 
 def step_up_for_binding(practitioner_id: int, acr: str):
-    """NIST-10: sign in again at ``acr`` (with an existing key), then come back here.
-
-    Only from the step-up button (a POST): it ends the current login."""
+    """NIST-10: confirm with a factor at ``acr`` (an existing key), then come back here. The
+    session stays as it was until that confirmation succeeds."""
     flow.state().require_step_up(practitioner_id, acr, then=url_for("webauthn.add"))
-    return redirect(url_for("auth.login"), code=303)
+    return redirect(url_for("auth.reauthenticate"), code=303)
 
 
 def render_add(form, *, error: str | None = None, status: int = 200):
@@ -327,7 +326,7 @@ def render_add(form, *, error: str | None = None, status: int = 200):
 
 
 @bp.route("/account/webauthn/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG, get_changes_state=False)
+@policy(Policy.RECENT_STRONG, get_changes_state=True)  # a step-up for this practitioner only
 def add():
     practitioner = current_practitioner()
     db = get_db()
@@ -339,8 +338,8 @@ def add():
                 new_level=assurance.PHISHING_RESISTANT,
                 session_acr=current_auth().acr,
             )
-        except keys.BindingLevelError:
-            return render_template("webauthn_step_up.html", form=EmptyForm()), 403
+        except keys.BindingLevelError as exc:
+            return step_up_for_binding(practitioner.id, exc.required_acr)
     form = NewCredentialForm()
     if not form.validate_on_submit():
         return render_add(form, status=400 if request.method == "POST" else 200)
@@ -351,23 +350,6 @@ def add():
         message, status = registration_failure(exc.cause)
         return render_add(form, error=message, status=status)
     return redirect(url_for("accounts.home", done="added"), code=303)
-
-
-@bp.post("/account/webauthn/add/step-up")
-@policy(Policy.RECENT_STRONG)
-def add_step_up():
-    """The button on the page that says a stronger login is needed to add a key."""
-    practitioner = current_practitioner()
-    try:
-        keys.check_binding_level(
-            get_db(),
-            practitioner_id=practitioner.id,
-            new_level=assurance.PHISHING_RESISTANT,
-            session_acr=current_auth().acr,
-        )
-    except keys.BindingLevelError as exc:
-        return step_up_for_binding(practitioner.id, exc.required_acr)
-    return redirect(url_for("webauthn.add"), code=303)
 
 
 @bp.post("/account/webauthn/add/options")

@@ -64,6 +64,57 @@ def test_an_enrolment_is_honoured_only_in_the_login_that_opened_it():
     assert other.enrolment is None  # made for practitioner 7 only
 
 
+def signed_in(practitioner_id: int, methods=("password", "totp")) -> LoginState:
+    state = LoginState({})
+    state.begin_login(practitioner_id, now=NOW)
+    state.complete(
+        Authentication(practitioner_id, ("pwd", "otp"), "substantial", methods=methods[1:]),
+        sid="s" * 16,
+        now=NOW,
+        failures=0,
+        last_failure=None,
+    )
+    return state
+
+
+def test_a_password_again_keeps_the_own_session_until_it_completes_but_not_someone_elses():
+    state = signed_in(7)
+    state.begin_login(7, now=NOW)
+    assert state.completed.practitioner_id == 7 and state.first_factor.practitioner_id == 7
+    state.begin_login(8, now=NOW)
+    assert state.completed is None and state.first_factor.practitioner_id == 8
+
+
+def test_a_confirmation_stands_on_its_own_session_and_adds_to_its_methods():
+    state = signed_in(7)
+    state.begin_confirmation(7, now=NOW)
+    assert state.confirmation.practitioner_id == 7 and state.completed.sid == "s" * 16
+    state.abandon()  # given up: the session stays, the confirmation goes
+    assert state.confirmation is None and state.first_factor is None
+    assert state.completed.practitioner_id == 7
+    state.begin_confirmation(7, now=NOW)
+    done = state.complete(
+        Authentication(7, ("pwd", "hwk", "mfa"), "phr", methods=("webauthn",)),
+        sid="t" * 16,
+        now=NOW,
+        failures=0,
+        last_failure=None,
+    )
+    assert done.methods == ("password", "totp", "webauthn") and done.acr == "phr"
+    assert state.confirmation is None and state.first_factor is None
+
+
+def test_a_confirmation_is_honoured_only_with_the_session_it_was_opened_for():
+    state = signed_in(7)
+    state.begin_confirmation(7, now=NOW)
+    state.forget_completed()  # the account was suspended meanwhile
+    assert state.confirmation is None
+    state = signed_in(7)
+    state.begin_confirmation(7, now=NOW)
+    state.restart(sign_out=True)  # "Not you?"
+    assert state.confirmation is None and state.completed is None
+
+
 def test_unreadable_pieces_read_as_absent():
     state = LoginState({"first_factor": {"pid": 7}, "auth": "x", "step.totp": [1]})
     assert state.first_factor is None
