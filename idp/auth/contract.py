@@ -166,8 +166,10 @@ class AuthMethod(Protocol):
     """The account page's section for this factor."""
     enrolment_field: ClassVar[str]
     """The name of an enrolment's id in audit events (``device_id``, ``credential``...)."""
-    switch_label: ClassVar[str]
-    """The "use ... instead" link to this method from another second-step page."""
+    choice_label: ClassVar[str]
+    """Its name on the "Try another method" page."""
+    choice_description: ClassVar[str]
+    """One line under that name: what the practitioner will do."""
     messages: ClassVar[Mapping[str, str]]
     """Translated (lazy) messages by ``MethodError.code``."""
 
