@@ -166,13 +166,15 @@ class AuthMethod(Protocol):
     """The account page's section for this factor."""
     enrolment_field: ClassVar[str]
     """The name of an enrolment's id in audit events (``device_id``, ``credential``...)."""
-    switch_label: ClassVar[str]
-    """The "use ... instead" link to this method from another second-step page."""
     confirm_label: ClassVar[str]
     """The button that confirms a signed-in practitioner with this method."""
     confirm_template: ClassVar[str | None]
     """The confirmation page's own control for this method (None: a link to ``login_endpoint``
     labelled ``confirm_label``)."""
+    choice_label: ClassVar[str]
+    """Its name on the "Try another method" page."""
+    choice_description: ClassVar[str]
+    """One line under that name: what the practitioner will do."""
     messages: ClassVar[Mapping[str, str]]
     """Translated (lazy) messages by ``MethodError.code``."""
 

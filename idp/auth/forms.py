@@ -9,8 +9,10 @@ from flask import request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.form import _Auto, _is_submitted
-from wtforms import PasswordField, StringField
+from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
+
+from idp.auth.remember import remembered_identifier
 
 
 class Form(FlaskForm):
@@ -48,6 +50,12 @@ class PasswordLoginForm(Form):
             Length(max=256, message=_l("This password is too long.")),
         ],
         render_kw={"autocomplete": "current-password"},
+    )
+    # Ticked on a page shown while this browser remembers an identifier, so that signing in
+    # again (re-authentication included) keeps remembering it rather than forgetting it.
+    remember = BooleanField(
+        _l("Remember my identifier on this computer"),
+        default=lambda: remembered_identifier() is not None,
     )
 
 

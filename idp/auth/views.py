@@ -11,7 +11,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
 from idp import audit
-from idp.auth import assurance, devices, flow
+from idp.auth import assurance, devices, flow, remember
 from idp.auth.contract import AccountUnavailableError, Attempt
 from idp.auth.devices import Client
 from idp.auth.error_pages import render_error
@@ -60,6 +60,7 @@ def restart_login_page():
     flow.state().restart()
     error = _("Too many incorrect attempts. Sign in again with your password.")
     form = PasswordLoginForm(formdata=None)
+    prefill(form)
     return render_template("login.html", form=form, error=error, **login_context()), 401
 
 
@@ -94,6 +95,7 @@ def login_context() -> dict:
         "standalone_methods": standalone_methods(),
         "requires_high": pending is not None and pending.acr == assurance.HIGH,
         "level_reason": level_reason(pending),
+        "remembered_identifier": remember.remembered_identifier(),
     }
 
 
@@ -108,13 +110,22 @@ def standalone_methods() -> list:
     return [method for method in methods() if method.standalone]
 
 
+def prefill(form: PasswordLoginForm) -> None:
+    """The identifier of a new login form: the application's login_hint, else the one this
+    browser remembers (its box then stays ticked, and the focus goes to the password)."""
+    pending = pending_request()
+    hint = pending.login_hint if pending is not None else None
+    remembered = remember.remembered_identifier()
+    form.identifier.data = hint or remembered
+    form.remember.data = remembered is not None and form.identifier.data == remembered
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @policy(Policy.PUBLIC, get_changes_state=False)
 def login():
     form = PasswordLoginForm()
-    pending = pending_request()
-    if request.method == "GET" and pending is not None and pending.login_hint:
-        form.identifier.data = pending.login_hint
+    if request.method == "GET":
+        prefill(form)
     context = login_context()
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
@@ -137,7 +148,35 @@ def login():
             error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
     flow.state().begin_login(verified.practitioner_id, now=clock().now())
+    if form.remember.data:
+        remember.remember(get_db().get(Practitioner, verified.practitioner_id).rpps)
+    else:
+        remember.forget()
     return redirect(url_for("auth.second_factor"), code=303)
+
+
+@bp.post("/login/forget")
+@policy(Policy.PUBLIC)
+def forget_identifier():
+    """ "Forget this identifier": the browser's cookie goes; a login in progress stays."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    remember.forget()
+    return redirect(url_for("auth.login"), code=303)
+
+
+@bp.get("/login/help")
+@policy(Policy.PUBLIC, get_changes_state=False)
+def help_page():
+    """What to do when a factor is lost. The pending request stays in the login state, so
+    the way back is a plain link to the login page."""
+    pending = pending_request()
+    return render_template(
+        "login_help.html",
+        client_name=pending.client_name if pending else None,
+        # Set by the recovery feature once recovery codes can be used at the second step.
+        recovery_url=None,
+    )
 
 
 def current_practitioner() -> Practitioner:
@@ -207,6 +246,11 @@ def restart():
                 sid=completed.sid,
             )
         get_db().commit()
+        # The identifier this browser remembers is forgotten when it names the person who
+        # is "not you": the next login page must not offer it again.
+        abandoned = get_db().get(Practitioner, first.practitioner_id)
+        if abandoned is not None and abandoned.rpps == remember.remembered_identifier():
+            remember.forget()
     state.restart(sign_out=confirming)
     return redirect(url_for("auth.login"), code=303)
 
@@ -252,6 +296,18 @@ def second_factor():
         }
         return render_template("no_factor.html", **context), 403
     return redirect(url_for(methods()[methods().default_choice(factors)].login_endpoint))
+
+
+@bp.get("/login/methods")
+@policy(Policy.FIRST_FACTOR, get_changes_state=False)
+def choose_method():
+    """ "Try another method": every method this login may continue with, the default first."""
+    factors = offered_factors(first_factor_practitioner())
+    if not factors:
+        return redirect(url_for("auth.second_factor"))
+    default = methods().default_choice(factors)
+    ordered = [default] + [kind for kind in factors if kind != default]
+    return render_template("login_methods.html", choices=[methods()[kind] for kind in ordered])
 
 
 REASONS_BY_ACTION = {

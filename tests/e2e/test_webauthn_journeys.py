@@ -119,7 +119,7 @@ def test_security_key_enrolled_then_used_after_the_password(page, live_server, d
     page.goto(rp.authorization_url())
     sign_in_with_password(page, demo)
     page.wait_for_url("**/login/webauthn")
-    assert page.locator("#fallback-totp").is_visible()  # another factor is always at hand
+    assert page.locator("#try-another-method").is_visible()  # another factor is at hand
     page.click("#webauthn-start")
     claims = finish_at_client(page, rp, client)
     assert claims["amr"] == ["pwd", "swk", "user", "mfa"]
@@ -263,7 +263,14 @@ def test_refused_verification_says_so_and_offers_the_app_code(page, live_server,
     message.wait_for(state="visible")
     assert message.get_attribute("data-webauthn-state") == "cancelled"
     assert page.locator("#webauthn-start").is_enabled()
-    page.click("#fallback-totp")
+    page.click("#try-another-method")
+    page.wait_for_url("**/login/methods")
+    choices = page.locator("#method-list a.method")
+    assert [choices.nth(i).get_attribute("id") for i in range(choices.count())] == [
+        "method-webauthn",
+        "method-totp",
+    ]
+    page.click("#method-totp")
     page.wait_for_url("**/login/totp")
     clock.advance(30)  # the next time step: the enrolment code cannot be replayed
     page.fill("input[name='code']", totp_now(demo["totp_secret"], clock))

@@ -652,7 +652,9 @@ def test_password_step_still_defaults_to_the_app_code(
         "/login", {"identifier": doctor["rpps"], "password": PASSWORD}, login_page.text
     )
     assert second.url.endswith("/login/totp")
-    assert 'href="/login/card"' in second.text  # the card stays one click away
+    # The card stays at hand: "Try another method" lists it.
+    assert 'href="/login/methods" id="try-another-method"' in second.text
+    assert 'href="/login/card"' in agent.get("/login/methods").text
     callback = agent.submit_totp(totp_now(doctor["totp_secret"], clock), second)
     assert id_token_claims(rp, demo, callback)["acr"] == "substantial"
 

@@ -246,7 +246,9 @@ def test_password_then_key_gives_a_phishing_resistant_token(live_server, demo, k
         "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
     )
     assert chosen.url.endswith("/login/webauthn")  # the strongest factor is offered first
-    assert 'href="/login/totp"' in chosen.text  # with an always-visible fallback
+    # with an always-visible way to another method, and the app code among them
+    assert 'href="/login/methods" id="try-another-method"' in chosen.text
+    assert 'href="/login/totp"' in agent.get("/login/methods").text
     result, _response = second_factor(agent, live_server, key)
     assert result.headers["Location"].startswith(REDIRECT)
     claims = rp.verify_id_token(rp.exchange(result.headers["Location"])["id_token"], "demo-rp")[

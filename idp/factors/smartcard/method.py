@@ -155,7 +155,8 @@ class SmartcardMethod:
     login_endpoint: ClassVar[str] = "smartcard.login"
     account_template: ClassVar[str] = "factors/smartcard_account.html"
     enrolment_field: ClassVar[str] = "card"
-    switch_label: ClassVar[str] = _l("Use my CPS card instead")
+    choice_label: ClassVar[str] = _l("CPS card")
+    choice_description: ClassVar[str] = _l("Insert your card in the reader and type its PIN.")
     confirm_label: ClassVar[str] = _l("Use my CPS card")
     confirm_template: ClassVar[str | None] = None
     login_label: ClassVar[str] = _l("Sign in with my CPS card")

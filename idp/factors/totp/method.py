@@ -106,7 +106,8 @@ class TotpMethod:
     invitation_endpoint: ClassVar[str | None] = "totp.enrol"
     account_template: ClassVar[str] = "factors/totp_account.html"
     enrolment_field: ClassVar[str] = "device_id"
-    switch_label: ClassVar[str] = _l("Use a code from my authenticator app instead")
+    choice_label: ClassVar[str] = _l("Code from my authenticator app")
+    choice_description: ClassVar[str] = _l("Type the 6-digit code your app shows.")
     confirm_label: ClassVar[str] = _l("Enter a code from my authenticator app")
     confirm_template: ClassVar[str | None] = None
     messages: ClassVar[dict] = {

@@ -258,7 +258,10 @@ class WebAuthnMethod:
     login_endpoint: ClassVar[str] = "webauthn.login"
     account_template: ClassVar[str] = "factors/webauthn_account.html"
     enrolment_field: ClassVar[str] = "credential"
-    switch_label: ClassVar[str] = _l("Use a security key or passkey instead")
+    choice_label: ClassVar[str] = _l("Security key or passkey")
+    choice_description: ClassVar[str] = _l(
+        "Touch your key, or confirm on your device with its PIN, fingerprint or face."
+    )
     confirm_label: ClassVar[str] = _l("Use my security key or passkey")
     confirm_template: ClassVar[str | None] = "factors/webauthn_confirm.html"
     messages: ClassVar[dict] = {
