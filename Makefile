@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 MUTMUT_ARGS ?=
 MUTATION_JOBS ?= 2
 
-.PHONY: demo test install install-test install-mutation mutation system-deps lint translations clean
+.PHONY: demo test install install-test install-mutation mutation system-deps lint translations screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ translations: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o idp/translations/messages.pot .
 	$(BIN)/pybabel update -i idp/translations/messages.pot -d idp/translations -D messages --width 100
 	$(BIN)/pybabel compile -d idp/translations -D messages
+
+# The README's screenshots (docs/screenshots/): a real IdP and demo app, Chromium in French.
+# Needs Chromium (/usr/bin/chromium, see `make system-deps`).
+screenshots: install
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python scripts/screenshots.py --out docs/screenshots
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache mutants

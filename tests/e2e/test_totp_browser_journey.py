@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
 
 import pyotp
 import pytest
-from werkzeug.serving import make_server
 
 from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
     browser_page_fixture,
@@ -16,35 +13,6 @@ from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
 )
 
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def demo_rp(live_server, monkeypatch):
-    from idp.demo import seed
-    from idp.demo_rp import create_rp_app
-
-    port = free_port()
-    rp_url = f"http://localhost:{port}"
-    with live_server.app.app_context():
-        demo = seed(rp_url=rp_url)
-    for name, value in {
-        "IDP_ISSUER": live_server.url,
-        "DEMO_RP_URL": rp_url,
-        "DEMO_RP_CLIENT_ID": demo["client_id"],
-        "DEMO_RP_CLIENT_SECRET": demo["client_secret"],
-    }.items():
-        monkeypatch.setenv(name, value)
-    server = make_server("127.0.0.1", port, create_rp_app(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield rp_url, demo
-    server.shutdown()
 
 
 def test_login_with_totp_in_a_browser(browser_page, demo_rp, clock):

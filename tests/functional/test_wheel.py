@@ -30,6 +30,7 @@ def test_the_wheel_migrates_and_serves_pages(tmp_path):
     assert "idp/bundled/migrations/env.py" in names
     assert any(n.startswith("idp/bundled/migrations/versions/0001") for n in names)
     assert "idp/translations/fr/LC_MESSAGES/messages.mo" in names
+    assert not [n for n in names if "screenshots" in n or n.endswith(".png")]  # README only
 
     # A fresh environment: the wheel itself, its dependencies from this one (no download).
     venv = tmp_path / "venv"
