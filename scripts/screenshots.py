@@ -60,6 +60,8 @@ SHOTS = (
     "account.png",
     "consent.png",
     "demo-app-error.png",
+    "login-step-up.png",
+    "confirm.png",
 )
 
 
@@ -226,6 +228,13 @@ def walk(browser, idp_url: str, rp_url: str, demo: dict, out: Path) -> None:
     shoot(phone, out, "login-mobile.png")
     phone.context.close()
 
+    # An application asking for a phishing-resistant level: the login page says so first.
+    page = new_page(browser, DESKTOP)
+    expect_status(page.goto(authorize_url(idp_url, demo, acr_values="phr")), 200, "step-up")
+    page.locator("#requires-level-why").wait_for()
+    shoot(page, out, "login-step-up.png")
+    page.context.close()
+
     # The whole sign-in on a desktop, from the demo app and back.
     page = new_page(browser, DESKTOP)
     page.goto(rp_url)
@@ -247,6 +256,12 @@ def walk(browser, idp_url: str, rp_url: str, demo: dict, out: Path) -> None:
     expect_status(page.goto(f"{idp_url}/account"), 200, "account page")
     page.locator("h1").wait_for()
     shoot(page, out, "account.png")
+
+    # Signed in with a code, asked for more: the short confirmation page, the session kept.
+    confirm = page.goto(authorize_url(idp_url, demo, acr_values="phr"))
+    expect_status(confirm, 200, "confirmation page")
+    page.locator("#reauthenticate").wait_for()
+    shoot(page, out, "confirm.png")
 
     expect_status(page.goto(authorize_url(idp_url, demo, prompt="consent")), 200, "consent page")
     page.locator("button[name='consent_decision'][value='approve']").wait_for()
