@@ -131,8 +131,10 @@ _SCAN_SCRIPT = """
   if (window.top !== window || window.__idpA11yScan) return;
   const IMPACTS = %(impacts)s;
   let queue = Promise.resolve(), timer = null, scanning = false, dirty = false, changes = 0;
+  let wanted = null;  // asked once per document: its server may stop before the last scan
   const once = async (reason) => {
-    if (!(await window.__idpA11yWanted(location.origin))) return false;
+    if (wanted === null) wanted = await window.__idpA11yWanted(location.origin);
+    if (!wanted) return false;
     if (typeof axe === "undefined") {
       await window.__idpA11yReport({url: location.href, reason, error: "axe-core not loaded"});
       return true;
