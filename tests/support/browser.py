@@ -11,6 +11,7 @@ A virtual authenticator belongs to one tab: keep each journey in one page.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -106,7 +107,14 @@ def browser_page_fixture(chromium_browser: Any) -> Iterator[Any]:
     "serious" or "critical" violation fails the test at teardown, with the rule, its impact,
     the page's URL and the elements concerned.
     """
-    context = chromium_browser.new_context()
+    with scanned_page(chromium_browser) as page:
+        yield page
+
+
+@contextlib.contextmanager
+def scanned_page(browser: Any, **context_options: Any) -> Iterator[Any]:
+    """A page in a new context of ``browser`` with the axe-core scan (see ``browser_page``)."""
+    context = browser.new_context(**context_options)
     scan = install_accessibility_scan(context)
     page = context.new_page()
     page.set_default_timeout(10_000)
