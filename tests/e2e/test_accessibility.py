@@ -204,14 +204,43 @@ def main_pages(page, live_server, demo, clock) -> Iterator[str]:
     yield "login"
     sign_in_to_second_step(page, live_server, demo)
     yield "second step (TOTP)"
+    page.fill(
+        "input[name='code']",
+        "000000" if totp_now(demo["totp_secret"], clock) != "000000" else "111111",
+    )
+    page.locator("form[action='/login/totp'] button[type='submit']").click()
+    page.locator("input[name='code'][aria-invalid='true'], p.alert").first.wait_for()
+    yield "second step, wrong code"
     finish_second_step(page, demo, clock)
     yield "account"
+    page.locator("form[action='/account/totp/add'] button").click()
+    page.locator("img.qr").wait_for()
+    yield "authenticator app setup"
     page.goto(consent_url(live_server))
     page.locator("button[name='consent_decision'][value='approve']").wait_for()
     yield "consent"
     page.goto(f"{live_server.url}/no-such-page")
     page.locator("p.alert[role='alert']").wait_for()
     yield "error"
+    page.goto(f"{live_server.url}/logout")
+    yield "sign out"
+    page.locator("form[action='/logout'] button").click()
+    page.wait_for_url("**/logout*")
+    page.locator("main a[href='/login']").wait_for()
+    yield "signed out"
+
+
+MAIN_PAGES = [
+    "login",
+    "second step (TOTP)",
+    "second step, wrong code",
+    "account",
+    "authenticator app setup",
+    "consent",
+    "error",
+    "sign out",
+    "signed out",
+]
 
 
 # --------------------------------------------------------------------------- contrast
@@ -390,7 +419,7 @@ def test_focus_rings_and_input_borders_stand_out(browser_page, live_server, demo
         visited.append(name)
         problems += focus_problems(page, name)
         problems += border_problems(page, name)
-    assert visited == ["login", "second step (TOTP)", "account", "consent", "error"]
+    assert visited == MAIN_PAGES
     assert problems == []
 
 
@@ -470,5 +499,35 @@ def test_no_layout_shift_nor_sideways_scroll_on_a_phone(chromium_browser, live_s
         for name in main_pages(page, live_server, demo, clock):
             visited.append(name)
             problems += layout_problems(page, name)
-    assert visited == ["login", "second step (TOTP)", "account", "consent", "error"]
+    assert visited == MAIN_PAGES
     assert problems == []
+
+
+@pytest.fixture
+def card_server(database_url, tmp_path, clock, card_pki, crl_server):
+    """A live IdP that offers the CPS card, with no agent running on this computer."""
+    from idp.db import dispose as dispose_app
+    from idp.demo import seed
+    from tests.support.cardlogin import make_card_trust, serve_fresh_crls
+    from tests.support.idp_server import LiveServer, build_app
+    from tests.support.nginx import free_port
+
+    serve_fresh_crls(crl_server, card_pki, now=clock.now())
+    app = build_app(database_url, tmp_path, clock, smartcard=make_card_trust(card_pki))
+    server = LiveServer(app)
+    app.extensions["idp.settings"].smartcard_bridge_port = free_port()
+    with app.app_context():
+        seed(rp_url="http://localhost:9999")
+    yield server
+    server.stop()
+    dispose_app(app)
+
+
+def test_card_page_keeps_still_on_a_phone_when_the_agent_is_missing(chromium_browser, card_server):
+    """The hint that the agent is not running appears once the page has asked for it."""
+    with scanned_page(chromium_browser, **PHONE) as page:
+        page.goto(f"{card_server.url}/login")
+        page.locator("#card-login-link").click()
+        page.wait_for_url("**/login/card")
+        page.locator("[data-smartcard-agent-hint]").wait_for(state="visible")
+        assert layout_problems(page, "card login") == []
