@@ -18,6 +18,7 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	cd tests/e2e/node_rp && npm ci --no-audit --no-fund --loglevel=error
+	cd tests/e2e/axe && npm ci --no-audit --no-fund --loglevel=error
 
 system-deps:
 	sh scripts/install-system-deps.sh

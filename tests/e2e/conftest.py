@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
     browser_page_fixture,
     chromium_browser_fixture,
+    scan_origin,
 )
 
 
@@ -42,5 +43,7 @@ def demo_rp(live_server, monkeypatch):
     server = make_server("127.0.0.1", port, create_rp_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    unscan = scan_origin(rp_url)  # the demo application's pages are scanned too
     yield rp_url, demo
+    unscan()
     server.shutdown()

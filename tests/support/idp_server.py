@@ -20,6 +20,7 @@ from idp.clock import FrozenClock
 from idp.config import Settings
 from idp.db import normalise_url, upgrade
 from idp.models import Base
+from tests.support.browser import scan_origin
 
 TEST_KEYS = {"secret_key": "s" * 16 + "test-secret-key-0123456789", "data_key": "d" * 40}
 
@@ -155,10 +156,12 @@ class LiveServer:
         self.port = self._server.server_port
         self.url = f"http://localhost:{self.port}"
         app.extensions["idp.settings"].issuer = self.url
+        self._unscan = scan_origin(self.url)  # the browser fixture checks its pages (axe-core)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self._unscan()
         self._server.shutdown()
         self._thread.join(timeout=5)
 
