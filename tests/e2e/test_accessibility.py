@@ -342,7 +342,9 @@ _INPUT_BORDERS = (
     + _BACKGROUNDS
     + """;
   return [...document.querySelectorAll("input, select, textarea")]
-    .filter((el) => el.type !== "hidden" && el.getClientRects().length)
+    // Check boxes and radio buttons are drawn by the browser itself (no CSS border).
+    .filter((el) => !["hidden", "checkbox", "radio"].includes(el.type))
+    .filter((el) => el.getClientRects().length)
     .map((el) => ({
       element: el.outerHTML.slice(0, 120),
       border: getComputedStyle(el).borderTopColor,
