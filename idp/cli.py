@@ -1,11 +1,13 @@
 """Operator commands. This command-line contract is relied on by operators and tooling:
 
-``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner add`` ·
+``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
+· ``idp practitioner list|show|disable|enable`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -14,6 +16,9 @@ import click
 
 from idp.config import ConfigError, check_keys, load_settings
 from idp.db import dispose as dispose_app
+from idp.models import PractitionerStatus
+
+PRACTITIONER_STATUSES = PractitionerStatus.ALL
 
 
 def fail(message: str) -> None:
@@ -115,7 +120,7 @@ def practitioner() -> None:
     """Practitioner accounts."""
 
 
-@practitioner.command("add")
+@practitioner.command("invite")
 @click.option("--rpps", required=True, help="11-digit RPPS identifier")
 @click.option("--given-name", required=True)
 @click.option("--family-name", required=True)
@@ -161,6 +166,119 @@ def practitioner_add(rpps, given_name, family_name, profession_code, email) -> N
                 }
             )
         )
+
+
+practitioner.add_command(practitioner_add, "add")  # the earlier name, kept for scripts
+
+
+def operator_option(command):
+    """Every operator action is audited with who did it: ``--operator``, else the Unix user."""
+    return click.option(
+        "--operator",
+        default=lambda: getpass.getuser(),
+        show_default="the Unix user",
+        help="Name recorded in the audit trail",
+    )(command)
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output")(command)
+
+
+def practitioner_or_fail(session, rpps: str):
+    from idp.accounts import service
+
+    try:
+        return service.find_practitioner(session, rpps)
+    except service.NoSuchPractitionerError as exc:
+        fail(str(exc))
+
+
+@practitioner.command("list")
+@click.option("--status", type=click.Choice(PRACTITIONER_STATUSES), help="Only this status")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--after", "after_rpps", default="", help="Continue after this RPPS (paging)")
+@json_option
+def practitioner_list(status, limit, after_rpps, as_json) -> None:
+    """Practitioners in RPPS order, one page at a time."""
+    from idp.accounts import service
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        rows = [
+            service.summary(p)
+            for p in service.list_practitioners(
+                get_db(), status=status, limit=limit, after_rpps=after_rpps
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        name = f"{row['given_name']} {row['family_name']}"
+        click.echo(f"{row['rpps']}  {row['status']:<8}  {row['profession_code']:>3}  {name}")
+
+
+@practitioner.command("show")
+@click.argument("rpps")
+@json_option
+def practitioner_show(rpps, as_json) -> None:
+    """One account: identity, status, factors and last login."""
+    from idp.accounts import service
+    from idp.services import clock, methods
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = practitioner_or_fail(session, rpps)
+        shown = service.details(session, found, methods=methods(), now=clock().now())
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    for key in ("rpps", "given_name", "family_name", "profession_code", "email", "status"):
+        click.echo(f"{key}: {shown[key]}")
+    click.echo(f"created_at: {shown['created_at']}")
+    click.echo(f"last_login_at: {shown['last_login_at'] or '-'}")
+    for factor in shown["factors"]:
+        usable = "" if factor["usable"] else " (unusable)"
+        click.echo(f"factor: {factor['kind']} {factor['name']!r} {factor['level']}{usable}")
+
+
+def change_status(rpps: str, operator: str, change_name: str) -> None:
+    from idp.accounts import service
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = practitioner_or_fail(session, rpps)
+        try:
+            getattr(service, change_name)(session, found, operator=operator)
+        except service.StatusChangeError as exc:
+            fail(str(exc))
+        session.commit()
+        click.echo(json.dumps({"rpps": found.rpps, "status": found.status}))
+
+
+@practitioner.command("disable")
+@click.argument("rpps")
+@operator_option
+def practitioner_disable(rpps, operator) -> None:
+    """No more sign-in; open sessions end at their next request, tokens are refused."""
+    change_status(rpps, operator, "disable_practitioner")
+
+
+@practitioner.command("enable")
+@click.argument("rpps")
+@operator_option
+def practitioner_enable(rpps, operator) -> None:
+    """Undo ``disable``: active again (or still invited if no password was ever chosen)."""
+    change_status(rpps, operator, "enable_practitioner")
 
 
 @main.group()

@@ -124,3 +124,106 @@ def find_invitation(db: Session, *, token: str, clock: Clock) -> Invitation:
 def set_password(db: Session, *, practitioner: Practitioner, password: str) -> None:
     practitioner.password_hash = hash_password(validate_password(password))
     audit.record(db, "account:password:set", practitioner_id=practitioner.id)
+
+
+# --------------------------------------------------------------------------- operator actions
+
+
+class NoSuchPractitionerError(AccountError):
+    pass
+
+
+class StatusChangeError(AccountError):
+    pass
+
+
+def find_practitioner(db: Session, rpps: str) -> Practitioner:
+    found = db.execute(
+        select(Practitioner).where(Practitioner.rpps == (rpps or "").strip())
+    ).scalar_one_or_none()
+    if found is None:
+        raise NoSuchPractitionerError(f"no practitioner with RPPS {rpps!r}")
+    return found
+
+
+def list_practitioners(
+    db: Session, *, status: str | None = None, limit: int = 100, after_rpps: str = ""
+) -> list[Practitioner]:
+    """One page, in RPPS order; ``after_rpps`` continues where the previous page ended."""
+    query = select(Practitioner).where(Practitioner.rpps > after_rpps)
+    if status is not None:
+        query = query.where(Practitioner.status == status)
+    return list(db.execute(query.order_by(Practitioner.rpps).limit(limit)).scalars())
+
+
+def disable_practitioner(db: Session, practitioner: Practitioner, *, operator: str) -> None:
+    """The account can no longer sign in; its sessions end at their next request and its
+    tokens are refused from now on (both check the status). The caller commits."""
+    if practitioner.status == PractitionerStatus.DISABLED:
+        raise StatusChangeError("this practitioner is already disabled")
+    previous = practitioner.status
+    practitioner.status = PractitionerStatus.DISABLED
+    audit.record(
+        db,
+        "account:practitioner:disabled",
+        practitioner_id=practitioner.id,
+        operator=operator,
+        previous=previous,
+    )
+
+
+def enable_practitioner(db: Session, practitioner: Practitioner, *, operator: str) -> None:
+    """Back as it was before: active once a password was chosen, else still invited."""
+    if practitioner.status != PractitionerStatus.DISABLED:
+        raise StatusChangeError(f"this practitioner is {practitioner.status}, not disabled")
+    enrolled = practitioner.password_hash is not None
+    practitioner.status = PractitionerStatus.ACTIVE if enrolled else PractitionerStatus.INVITED
+    audit.record(
+        db,
+        "account:practitioner:enabled",
+        practitioner_id=practitioner.id,
+        operator=operator,
+        status=practitioner.status,
+    )
+
+
+def summary(practitioner: Practitioner) -> dict:
+    return {
+        "rpps": practitioner.rpps,
+        "given_name": practitioner.given_name,
+        "family_name": practitioner.family_name,
+        "profession_code": practitioner.profession_code,
+        "email": practitioner.email,
+        "status": practitioner.status,
+        "created_at": practitioner.created_at.isoformat(),
+    }
+
+
+def details(db: Session, practitioner: Practitioner, *, methods, now: dt.datetime) -> dict:
+    """What an operator sees of one account: identity, factors, last login. No secret."""
+    from idp.auth.flow import LOGIN_COMPLETED
+    from idp.models import AuditEvent
+
+    last_login = db.execute(
+        select(AuditEvent.at)
+        .where(AuditEvent.practitioner_id == practitioner.id, AuditEvent.event == LOGIN_COMPLETED)
+        .order_by(AuditEvent.at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    factors = [
+        {
+            "kind": enrolment.kind,
+            "name": enrolment.name,
+            "level": enrolment.level,
+            "usable": enrolment.usable,
+            "created_at": enrolment.created_at.isoformat() if enrolment.created_at else None,
+            "last_used_at": enrolment.last_used_at.isoformat() if enrolment.last_used_at else None,
+        }
+        for enrolments in methods.enrolments(db, practitioner.id, now=now).values()
+        for enrolment in enrolments
+    ]
+    return {
+        **summary(practitioner),
+        "last_login_at": last_login.isoformat() if last_login else None,
+        "factors": factors,
+    }

@@ -257,3 +257,76 @@ def test_demo_relying_party_logs_in_through_the_idp(live_server, clock, monkeypa
         assert "Se connecter" in out.text and demo["username"] not in out.text
     finally:
         rp_server.shutdown()
+
+
+def test_operator_manages_practitioners_and_every_action_is_audited(tmp_path):
+    import sqlite3
+
+    run_idp("db", "upgrade", tmp_path=tmp_path)
+    invited = json.loads(
+        run_idp(
+            "practitioner",
+            "invite",
+            "--rpps",
+            "10000000017",
+            "--given-name",
+            "Jules",
+            "--family-name",
+            "Durand",
+            "--email",
+            "jules@example.fr",
+            tmp_path=tmp_path,
+        ).stdout
+    )
+    assert invited["status"] == "invited" and "/enrol/" in invited["enrolment_url"]
+    # `add`, the earlier name, still works.
+    run_idp(
+        "practitioner",
+        "add",
+        "--rpps",
+        "10000000025",
+        "--given-name",
+        "Ana",
+        "--family-name",
+        "Roux",
+        "--profession",
+        "21",
+        "--email",
+        "ana@example.fr",
+        tmp_path=tmp_path,
+    )
+    listed = json.loads(run_idp("practitioner", "list", "--json", tmp_path=tmp_path).stdout)
+    assert [p["rpps"] for p in listed] == ["10000000017", "10000000025"]
+    page = json.loads(
+        run_idp(
+            "practitioner", "list", "--json", "--after", "10000000017", tmp_path=tmp_path
+        ).stdout
+    )
+    assert [p["rpps"] for p in page] == ["10000000025"]
+    shown = json.loads(
+        run_idp("practitioner", "show", "10000000025", "--json", tmp_path=tmp_path).stdout
+    )
+    assert shown["profession_code"] == "21" and shown["factors"] == []
+    assert shown["last_login_at"] is None and "password_hash" not in shown
+
+    disabled = run_idp(
+        "practitioner", "disable", "10000000025", "--operator", "alice", tmp_path=tmp_path
+    )
+    assert json.loads(disabled.stdout) == {"rpps": "10000000025", "status": "disabled"}
+    again = run_idp("practitioner", "disable", "10000000025", tmp_path=tmp_path, check=False)
+    assert again.returncode == 2 and "already disabled" in again.stderr
+    unknown = run_idp("practitioner", "show", "19999999999", tmp_path=tmp_path, check=False)
+    assert unknown.returncode == 2 and "no practitioner" in unknown.stderr
+    enabled = json.loads(run_idp("practitioner", "enable", "10000000025", tmp_path=tmp_path).stdout)
+    assert enabled["status"] == "invited"  # no password chosen yet: back to invited
+    with sqlite3.connect(tmp_path / "idp.sqlite3") as db:
+        rows = db.execute(
+            "SELECT event, details_json FROM audit_events"
+            " WHERE event LIKE 'account:practitioner:%abled' ORDER BY id"
+        ).fetchall()
+    assert [event for event, _ in rows] == [
+        "account:practitioner:disabled",
+        "account:practitioner:enabled",
+    ]
+    operators = [json.loads(details)["operator"] for _, details in rows]
+    assert operators[0] == "alice" and operators[1]  # else the Unix user
