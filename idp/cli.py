@@ -1,7 +1,7 @@
 """Operator commands. This command-line contract is relied on by operators and tooling:
 
 ``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
-· ``idp practitioner list|show|disable|enable`` ·
+· ``idp practitioner import|list|show|disable|enable`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
@@ -192,6 +192,45 @@ def practitioner_or_fail(session, rpps: str):
         return service.find_practitioner(session, rpps)
     except service.NoSuchPractitionerError as exc:
         fail(str(exc))
+
+
+@practitioner.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Check every row, import nothing")
+@operator_option
+def practitioner_import(path, dry_run, operator) -> None:
+    """Invite a whole organisation from a CSV file: columns rpps, given_name, family_name,
+    profession_code, email (comma or semicolon). Every bad row is reported with its line
+    number, and then nothing is imported. Prints one JSON line per practitioner."""
+    from idp import audit
+    from idp.accounts import service
+    from idp.services import clock, settings
+
+    with open(path, encoding="utf-8-sig") as handle:
+        text = handle.read()
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        try:
+            imported = service.import_practitioners(
+                session, service.read_import(text), clock=clock(), dry_run=dry_run
+            )
+        except service.ImportRejectedError as exc:
+            for line, problem in exc.problems:
+                click.echo(f"line {line}: {problem}", err=True)
+            fail(f"{len(exc.problems)} bad row(s): nothing imported")
+        if not dry_run:
+            audit.record(
+                session, "account:practitioner:imported", operator=operator, count=len(imported)
+            )
+            session.commit()
+        for created, token in imported:
+            line = {"rpps": created.rpps, "status": "checked" if dry_run else created.status}
+            if token is not None:
+                line["enrolment_url"] = f"{settings().issuer}/enrol/{token}"
+            click.echo(json.dumps(line))
 
 
 @practitioner.command("list")

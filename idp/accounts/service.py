@@ -227,3 +227,63 @@ def details(db: Session, practitioner: Practitioner, *, methods, now: dt.datetim
         "last_login_at": last_login.isoformat() if last_login else None,
         "factors": factors,
     }
+
+
+# --------------------------------------------------------------------------- onboarding a file
+
+IMPORT_COLUMNS = ("rpps", "given_name", "family_name", "profession_code", "email")
+
+
+class ImportRejectedError(AccountError):
+    """Every bad row, by line number: nothing of the file was imported."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(problems)} bad row(s)")
+        self.problems = problems
+
+
+def read_import(text: str) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV file (comma or semicolon, a header naming ``IMPORT_COLUMNS``), each
+    with its line number; raises ImportRejectedError for a file that cannot be read."""
+    import csv
+    import io
+
+    first_line = text.splitlines()[0] if text.strip() else ""
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    header = [name.strip() for name in reader.fieldnames or []]
+    missing = [column for column in IMPORT_COLUMNS if column not in header]
+    if missing:
+        raise ImportRejectedError([(1, f"missing column(s): {', '.join(missing)}")])
+    reader.fieldnames = header
+    rows = []
+    for record in reader:
+        if not any((value or "").strip() for value in record.values() if isinstance(value, str)):
+            continue  # a blank line
+        rows.append((reader.line_num, {k: (record.get(k) or "").strip() for k in IMPORT_COLUMNS}))
+    return rows
+
+
+def import_practitioners(
+    db: Session, rows: list[tuple[int, dict[str, str]]], *, clock: Clock, dry_run: bool
+) -> list[tuple[Practitioner, str | None]]:
+    """Every row checked (against the database and the rows before it); all or nothing.
+
+    Raises ImportRejectedError listing every bad row. A dry run checks and changes nothing;
+    otherwise each practitioner is invited (the token is returned once, for the link) and the
+    caller commits."""
+    problems: list[tuple[int, str]] = []
+    created: list[Practitioner] = []
+    for line, row in rows:
+        try:
+            created.append(create_practitioner(db, clock=clock, **row))
+        except AccountError as exc:
+            problems.append((line, str(exc)))
+    if not rows:
+        problems.append((1, "no practitioner in the file"))
+    if problems or dry_run:
+        db.rollback()
+        if problems:
+            raise ImportRejectedError(problems)
+        return [(practitioner, None) for practitioner in created]
+    return [(p, create_invitation(db, practitioner=p, clock=clock)) for p in created]

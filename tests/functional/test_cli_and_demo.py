@@ -330,3 +330,25 @@ def test_operator_manages_practitioners_and_every_action_is_audited(tmp_path):
     ]
     operators = [json.loads(details)["operator"] for _, details in rows]
     assert operators[0] == "alice" and operators[1]  # else the Unix user
+
+
+def test_import_reports_bad_lines_then_invites_a_whole_file(tmp_path):
+    run_idp("db", "upgrade", tmp_path=tmp_path)
+    header = "rpps;given_name;family_name;profession_code;email\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "10000000017;Jules;Durand;10;jules@example.fr\n1234;A;B;10;x@y.fr\n")
+    rejected = run_idp("practitioner", "import", str(bad), tmp_path=tmp_path, check=False)
+    assert rejected.returncode == 2
+    assert "line 3: RPPS must be 11 digits" in rejected.stderr and "nothing imported" in (
+        rejected.stderr
+    )
+    good = tmp_path / "good.csv"
+    good.write_text(header + "10000000017;Jules;Durand;10;jules@example.fr\n", encoding="utf-8-sig")
+    checked = run_idp("practitioner", "import", str(good), "--dry-run", tmp_path=tmp_path)
+    assert [json.loads(line) for line in checked.stdout.splitlines()] == [
+        {"rpps": "10000000017", "status": "checked"}
+    ]
+    assert json.loads(run_idp("practitioner", "list", "--json", tmp_path=tmp_path).stdout) == []
+    done = run_idp("practitioner", "import", str(good), tmp_path=tmp_path)
+    [line] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert line["status"] == "invited" and "/enrol/" in line["enrolment_url"]
