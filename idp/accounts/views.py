@@ -8,7 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_babel import format_datetime
 from flask_babel import lazy_gettext as _l
 
-from idp.accounts import service
+from idp.accounts import passwords, service
 from idp.auth import flow
 from idp.auth.contract import Attempt
 from idp.auth.forms import EmptyForm, NewPasswordForm
@@ -85,7 +85,11 @@ def enrol():
         return invitation_invalid(404)
     practitioner, invitation = found
     form = NewPasswordForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    refused = valid and passwords.problem(form.password.data, practitioner)
+    if refused:
+        form.password.errors = [refused]
+    if not valid or refused:
         status = 400 if request.method == "POST" else 200
         return render_template("enrol.html", form=form, practitioner=practitioner), status
     service.set_password(db, practitioner=practitioner, password=form.password.data)

@@ -723,7 +723,7 @@ def invited_at_second_step(live_server, rpps: str = "10000000025"):
         db.commit()
     agent = UserAgent(live_server.url)
     page = agent.get(f"/enrol/{token}")
-    password = "Ana-long-password-1"
+    password = "Long-password-of-mine-1"
     page = agent.post("/enrol", {"password": password, "confirm": password}, page.text)
     assert page.url.endswith("/enrol/totp") and 'data-webauthn="register"' in page.text
     return agent, page

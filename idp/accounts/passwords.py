@@ -1,0 +1,50 @@
+"""What a new password may not be (NIST SP 800-63B 3.1.1.2): no composition rules, only a
+minimum length (in the form) and context-specific words: the practitioner's own RPPS number,
+names and email address, and runs of one repeated or sequential character."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from flask_babel import lazy_gettext as _l
+
+from idp.models import Practitioner
+
+MIN_WORD = 3
+"""Names shorter than this (an initial, "Li") are too common inside words to refuse."""
+
+OWN_DETAILS = _l("Choose a password that does not contain your name, RPPS number or email.")
+TOO_SIMPLE = _l("Choose a password that is not a run of repeated or consecutive characters.")
+
+
+def folded(text: str) -> str:
+    """Lower case, without accents: "Hélène" and "HELENE" are the same word here."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def own_words(practitioner: Practitioner) -> list[str]:
+    local_part = (practitioner.email or "").partition("@")[0]
+    words = [practitioner.rpps, local_part]
+    for name in (practitioner.given_name, practitioner.family_name):
+        words.append(name)
+        words.extend(name.replace("-", " ").replace("'", " ").split())
+    return [folded(word) for word in words if len(word or "") >= MIN_WORD]
+
+
+def is_run(password: str) -> bool:
+    """ "aaaaaaaaaaaa", "abababababab", "123456789012", "zyxwvutsrqpo"."""
+    if len(set(password)) <= 2:
+        return True
+    steps = {ord(b) - ord(a) for a, b in zip(password, password[1:], strict=False)}
+    return steps <= {1, -9} or steps <= {-1, 9}  # digits wrap: ...890 123...
+
+
+def problem(password: str, practitioner: Practitioner) -> str | None:
+    """The translated reason this password is refused for this practitioner, or None."""
+    candidate = folded(password)
+    if any(word in candidate for word in own_words(practitioner)):
+        return str(OWN_DETAILS)
+    if is_run(candidate):
+        return str(TOO_SIMPLE)
+    return None
