@@ -1,7 +1,8 @@
 """Operator commands. This command-line contract is relied on by operators and tooling:
 
 ``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
-· ``idp practitioner import|list|show|disable|enable`` ·
+· ``idp practitioner import|list|show|disable|enable`` · ``idp invite resend`` ·
+``idp audit tail`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
@@ -318,6 +319,71 @@ def practitioner_disable(rpps, operator) -> None:
 def practitioner_enable(rpps, operator) -> None:
     """Undo ``disable``: active again (or still invited if no password was ever chosen)."""
     change_status(rpps, operator, "enable_practitioner")
+
+
+@main.group()
+def invite() -> None:
+    """Invitations."""
+
+
+@invite.command("resend")
+@click.argument("rpps")
+@operator_option
+def invite_resend(rpps, operator) -> None:
+    """A new enrolment link for a practitioner still invited; earlier links stop working."""
+    from idp.accounts import service
+    from idp.services import clock, settings
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = practitioner_or_fail(session, rpps)
+        try:
+            token = service.resend_invitation(session, found, clock=clock(), operator=operator)
+        except service.StatusChangeError as exc:
+            fail(str(exc))
+        session.commit()
+        click.echo(
+            json.dumps(
+                {
+                    "rpps": found.rpps,
+                    "enrolment_url": f"{settings().issuer}/enrol/{token}",
+                    "expires_in_hours": int(service.INVITATION_TTL.total_seconds() // 3600),
+                }
+            )
+        )
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("tail")
+@click.option("--practitioner", "rpps", help="Only this practitioner's events (RPPS)")
+@click.option("-n", "--lines", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+def audit_tail(rpps, lines, as_json) -> None:
+    """The last events, oldest first."""
+    from idp.accounts import service
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = practitioner_or_fail(session, rpps) if rpps else None
+        events = service.recent_events(session, practitioner=found, limit=lines)
+    for event in events:
+        if as_json:
+            click.echo(json.dumps(event))
+            continue
+        who = f" practitioner={event['practitioner_id']}" if event["practitioner_id"] else ""
+        client = f" client={event['client_id']}" if event["client_id"] else ""
+        details = " ".join(f"{k}={v}" for k, v in sorted(event["details"].items()))
+        click.echo(f"{event['at']} {event['event']}{who}{client} {details}".rstrip())
 
 
 @main.group()

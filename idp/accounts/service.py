@@ -287,3 +287,46 @@ def import_practitioners(
             raise ImportRejectedError(problems)
         return [(practitioner, None) for practitioner in created]
     return [(p, create_invitation(db, practitioner=p, clock=clock)) for p in created]
+
+
+def resend_invitation(
+    db: Session, practitioner: Practitioner, *, clock: Clock, operator: str
+) -> str:
+    """A new link for a practitioner still invited; the links sent before stop working now."""
+    if practitioner.status != PractitionerStatus.INVITED:
+        raise StatusChangeError(f"this practitioner is {practitioner.status}, not invited")
+    now = clock.now()
+    for earlier in db.execute(
+        select(Invitation).where(
+            Invitation.practitioner_id == practitioner.id,
+            Invitation.used_at.is_(None),
+            Invitation.expires_at > now,
+        )
+    ).scalars():
+        earlier.expires_at = now
+    token = create_invitation(db, practitioner=practitioner, clock=clock)
+    audit.record(
+        db, "account:invitation:resent", practitioner_id=practitioner.id, operator=operator
+    )
+    return token
+
+
+def recent_events(db: Session, *, practitioner: Practitioner | None, limit: int) -> list[dict]:
+    """The last ``limit`` audit events, oldest first (the whole trail, or one account's)."""
+    from idp.models import AuditEvent
+
+    query = select(AuditEvent)
+    if practitioner is not None:
+        query = query.where(AuditEvent.practitioner_id == practitioner.id)
+    events = list(db.execute(query.order_by(AuditEvent.id.desc()).limit(limit)).scalars())
+    return [
+        {
+            "at": event.at.isoformat(),
+            "event": event.event,
+            "practitioner_id": event.practitioner_id,
+            "client_id": event.client_id,
+            "ip": event.ip,
+            "details": event.details,
+        }
+        for event in reversed(events)
+    ]

@@ -331,6 +331,30 @@ def test_operator_manages_practitioners_and_every_action_is_audited(tmp_path):
     operators = [json.loads(details)["operator"] for _, details in rows]
     assert operators[0] == "alice" and operators[1]  # else the Unix user
 
+    # A new link for someone still invited: the earlier one stops working.
+    resent = json.loads(
+        run_idp("invite", "resend", "10000000017", "--operator", "bob", tmp_path=tmp_path).stdout
+    )
+    assert resent["enrolment_url"] != invited["enrolment_url"]
+    tail = run_idp(
+        "audit", "tail", "--practitioner", "10000000017", "--json", tmp_path=tmp_path
+    ).stdout.splitlines()
+    events = [json.loads(line) for line in tail]
+    assert [e["event"] for e in events][-2:] == [
+        "account:invitation:created",
+        "account:invitation:resent",
+    ]
+    assert events[-1]["details"] == {"operator": "bob"}
+    assert all(e["practitioner_id"] == events[0]["practitioner_id"] for e in events)
+    with sqlite3.connect(tmp_path / "idp.sqlite3") as db:
+        [(first_expiry, first_made), (second_expiry, _)] = db.execute(
+            "SELECT expires_at, created_at FROM invitations WHERE practitioner_id ="
+            " (SELECT id FROM practitioners WHERE rpps = '10000000017') ORDER BY id"
+        ).fetchall()
+    assert first_made < first_expiry < second_expiry  # the first link ended at the resend
+    text = run_idp("audit", "tail", "-n", "1", tmp_path=tmp_path).stdout
+    assert text.count("\n") == 1 and "account:invitation:resent" in text and "operator=bob" in text
+
 
 def test_import_reports_bad_lines_then_invites_a_whole_file(tmp_path):
     run_idp("db", "upgrade", tmp_path=tmp_path)
