@@ -288,7 +288,8 @@ def practitioner_show(rpps, as_json) -> None:
         click.echo(f"factor: {factor['kind']} {factor['name']!r} {factor['level']}{usable}")
 
 
-def change_status(rpps: str, operator: str, change_name: str) -> None:
+def change_status(rpps: str, operator: str, change) -> None:
+    """Apply ``change`` (a service function) to one practitioner, commit, print the status."""
     from idp.accounts import service
 
     app = make_app()
@@ -298,7 +299,7 @@ def change_status(rpps: str, operator: str, change_name: str) -> None:
         session = get_db()
         found = practitioner_or_fail(session, rpps)
         try:
-            getattr(service, change_name)(session, found, operator=operator)
+            change(session, found, operator=operator)
         except service.StatusChangeError as exc:
             fail(str(exc))
         session.commit()
@@ -310,7 +311,9 @@ def change_status(rpps: str, operator: str, change_name: str) -> None:
 @operator_option
 def practitioner_disable(rpps, operator) -> None:
     """No more sign-in; open sessions end at their next request, tokens are refused."""
-    change_status(rpps, operator, "disable_practitioner")
+    from idp.accounts.service import disable_practitioner
+
+    change_status(rpps, operator, disable_practitioner)
 
 
 @practitioner.command("enable")
@@ -318,7 +321,9 @@ def practitioner_disable(rpps, operator) -> None:
 @operator_option
 def practitioner_enable(rpps, operator) -> None:
     """Undo ``disable``: active again (or still invited if no password was ever chosen)."""
-    change_status(rpps, operator, "enable_practitioner")
+    from idp.accounts.service import enable_practitioner
+
+    change_status(rpps, operator, enable_practitioner)
 
 
 @main.group()

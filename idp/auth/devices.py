@@ -83,17 +83,17 @@ def remember_device(practitioner_id: int) -> None:
     device = devices.pop(practitioner_id, None) or new_token(16)
     entries = [[practitioner_id, device]] + [[pid, d] for pid, d in devices.items()]
     value = _serializer().dumps(entries[:ACCOUNTS_PER_COOKIE])
+    set_browser_cookie(cookie_name(), value, max_age=COOKIE_MAX_AGE)
+
+
+def set_browser_cookie(name: str, value: str, *, max_age: int) -> None:
+    """The response carries a long-lived cookie of this browser's own (HttpOnly, SameSite=Lax,
+    path /, Secure over https): the known devices, the remembered identifier."""
     secure = current_app.extensions["idp.settings"].is_https
 
     @after_this_request
     def set_cookie(response):
         response.set_cookie(
-            cookie_name(),
-            value,
-            max_age=COOKIE_MAX_AGE,
-            httponly=True,
-            secure=secure,
-            samesite="Lax",
-            path="/",
+            name, value, max_age=max_age, httponly=True, secure=secure, samesite="Lax", path="/"
         )
         return response

@@ -13,6 +13,8 @@ import re
 
 from flask import after_this_request, current_app, request
 
+from idp.auth.devices import set_browser_cookie
+
 COOKIE_MAX_AGE = 180 * 24 * 3600
 RPPS = re.compile(r"[0-9]{11}")
 
@@ -40,19 +42,7 @@ def remember(rpps: str) -> None:
     """The response carries the cookie; ``rpps`` is the practitioner's, already checked."""
     if not is_identifier(rpps):
         return
-
-    @after_this_request
-    def set_cookie(response):
-        response.set_cookie(
-            cookie_name(),
-            rpps,
-            max_age=COOKIE_MAX_AGE,
-            httponly=True,
-            secure=_is_https(),
-            samesite="Lax",
-            path="/",
-        )
-        return response
+    set_browser_cookie(cookie_name(), rpps, max_age=COOKIE_MAX_AGE)
 
 
 def forget() -> None:
