@@ -303,6 +303,10 @@ def test_operator_manages_practitioners_and_every_action_is_audited(tmp_path):
         ).stdout
     )
     assert [p["rpps"] for p in page] == ["10000000025"]
+    one = run_idp("practitioner", "list", "--json", "--limit", "1", tmp_path=tmp_path)
+    assert [p["rpps"] for p in json.loads(one.stdout)] == ["10000000017"]
+    none = run_idp("practitioner", "list", "--limit", "0", tmp_path=tmp_path, check=False)
+    assert none.returncode == 2 and "0" in none.stderr  # a page holds 1 to 10000
     shown = json.loads(
         run_idp("practitioner", "show", "10000000025", "--json", tmp_path=tmp_path).stdout
     )

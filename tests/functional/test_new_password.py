@@ -44,6 +44,19 @@ def test_what_a_new_password_may_not_be(app, password, expected):
         assert passwords.problem(password, someone()) == expected
 
 
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [("leo et la valse du soir", OWN), ("li et la valse du soir", None)],
+)
+def test_a_name_part_counts_from_three_letters(app, password, expected):
+    """``MIN_WORD`` is 3: "Léo" is refused inside a password, "Li" is not."""
+    short = Practitioner(
+        rpps="10000000033", given_name="Léo", family_name="Li", email="x9@example.fr"
+    )
+    with app.test_request_context(headers={"Accept-Language": "en"}):
+        assert passwords.problem(password, short) == expected
+
+
 def test_the_invitation_page_refuses_the_own_rpps_and_accepts_a_passphrase(live_server):
     with live_server.app.app_context():
         db = get_db()
