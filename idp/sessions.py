@@ -297,6 +297,9 @@ class ServerSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         now = app.extensions["idp.clock"].now().timestamp()
+        if app.static_url_path and request.path.startswith(app.static_url_path + "/"):
+            # A stylesheet or an icon needs no session: nothing is read, written or set.
+            return ServerSession(created_at=now)
         sid = request.cookies.get(cookie_name(app))
         if sid and len(sid) < 100:
             loaded = self.store.load(sid)
@@ -323,23 +326,25 @@ class ServerSessionInterface(SessionInterface):
         now = app.extensions["idp.clock"].now().timestamp()
         _idle, absolute = self._limits(app)
         if session.sid and not session.rotate_requested:
+            response.vary.add("Cookie")
             # Even a request that changed nothing slides the idle timeout.
             if not self.store.merge(session.sid, session.changes(), now, absolute):
                 if not session:  # emptied by this request: gone with its last key
                     forget()
-                return  # or ended by another request meanwhile: this one must not revive it
-        else:
-            replaced = session.sid
-            if session.rotate_requested:
-                if replaced:
-                    self.store.delete(replaced)
-                session.created_at = now  # the absolute timeout counts from the login
-            if not session:
-                if replaced:
-                    forget()
-                return
-            session.sid = new_token(32)
-            self.store.save(session.sid, dict(session), session.created_at, now, absolute, new=True)
+            # The browser has this id already. Sending it again would let a late response
+            # put back a cookie the browser has since replaced or dropped.
+            return
+        replaced = session.sid
+        if session.rotate_requested:
+            if replaced:
+                self.store.delete(replaced)
+            session.created_at = now  # the absolute timeout counts from the login
+        if not session:
+            if replaced:
+                forget()
+            return
+        session.sid = new_token(32)
+        self.store.save(session.sid, dict(session), session.created_at, now, absolute, new=True)
         response.set_cookie(
             name, session.sid, httponly=True, secure=secure, samesite="Lax", path="/"
         )

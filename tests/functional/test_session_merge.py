@@ -97,8 +97,9 @@ def test_two_requests_setting_different_keys_both_keep_theirs(app, sessions, las
     options["challenges"] = {"webauthn.passkey": "c1"}
     authorize["authz"] = PENDING
     first, second = (authorize, options) if last == "options" else (options, authorize)
-    assert set_cookie(finish(app, sessions, first))
-    assert set_cookie(finish(app, sessions, second))
+    # The browser holds this id already: neither response sends it again.
+    assert set_cookie(finish(app, sessions, first)) is None
+    assert set_cookie(finish(app, sessions, second)) is None
     assert stored(sessions, sid) == {
         "csrf_token": "t",
         "challenges": {"webauthn.passkey": "c1"},
@@ -128,7 +129,7 @@ def test_a_request_that_changed_nothing_overwrites_nothing(app, sessions):
     authorize = open_request(app, sessions, sid)
     authorize["authz"] = PENDING
     finish(app, sessions, authorize)
-    assert set_cookie(finish(app, sessions, page_view))
+    assert set_cookie(finish(app, sessions, page_view)) is None
     assert stored(sessions, sid) == {"csrf_token": "t", "authz": PENDING}
 
 
@@ -167,8 +168,32 @@ def test_a_clear_removes_what_it_loaded_and_keeps_a_key_added_meanwhile(app, ses
     clearing.clear()
     authorize["authz"] = PENDING
     finish(app, sessions, authorize)
-    assert set_cookie(finish(app, sessions, clearing)).startswith(f"idp_session={sid};")
+    assert set_cookie(finish(app, sessions, clearing)) is None  # the cookie stays as it is
     assert stored(sessions, sid) == {"authz": PENDING}
+
+
+def test_a_late_response_never_puts_back_a_cookie_the_browser_dropped(app, sessions):
+    """A page's icon answered after the browser dropped its cookie and began a new session:
+    the late response must not set the old id over the new one."""
+    sid = started(app, sessions, {"csrf_token": "t"})
+    late = open_request(app, sessions, sid)
+    fresh = open_request(app, sessions, None)
+    fresh["csrf_token"] = "u"
+    assert set_cookie(finish(app, sessions, fresh)).startswith(f"idp_session={fresh.sid};")
+    assert set_cookie(finish(app, sessions, late)) is None
+
+
+def test_a_static_file_reads_no_session_and_sets_no_cookie(app, sessions):
+    sid = started(app, sessions, {"csrf_token": "t"})
+    builder = EnvironBuilder(path="/static/favicon.svg", headers={"Cookie": f"idp_session={sid}"})
+    try:
+        session = sessions.open_session(app, app.request_class(builder.get_environ()))
+    finally:
+        builder.close()
+    assert session.sid is None and not session
+    response = finish(app, sessions, session)
+    assert set_cookie(response) is None
+    assert stored(sessions, sid) == {"csrf_token": "t"}
 
 
 def test_a_session_emptied_by_its_request_is_deleted_with_its_cookie(app, sessions):
