@@ -1,5 +1,5 @@
 """A new password: long enough, and none of the practitioner's own details or simple runs
-(NIST SP 800-63B), with no composition rules."""
+(NIST SP 800-63B), none from the blocklist of leaked passwords, with no composition rules."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.support.oidc import UserAgent
 
 OWN = "Choose a password that does not contain your name, RPPS number or email."
 RUN = "Choose a password that is not a run of repeated or consecutive characters."
+COMMON = "This password is too common: it appears in lists of leaked passwords. Choose another."
 
 
 def someone() -> Practitioner:
@@ -35,6 +36,10 @@ def someone() -> Practitioner:
         ("abababababab", RUN),
         ("123456789012", RUN),
         ("zyxwvutsrqpo", RUN),
+        ("password1234", COMMON),
+        ("Password1234", COMMON),  # the list is checked in lower case too
+        ("azertyuiop123", COMMON),
+        ("soleil123456", COMMON),
         ("cheval agrafe batterie", None),  # no composition rule: a passphrase is fine
         ("le gouffre du pirate", None),  # "le" alone is too short to refuse
     ],
