@@ -2,7 +2,7 @@
 
 ``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
 · ``idp practitioner import|list|show|disable|enable`` · ``idp invite resend`` ·
-``idp audit tail`` ·
+``idp audit tail`` · ``idp recovery list|show|approve|deny`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
@@ -17,9 +17,10 @@ import click
 
 from idp.config import ConfigError, check_keys, load_settings
 from idp.db import dispose as dispose_app
-from idp.models import PractitionerStatus
+from idp.models import PractitionerStatus, RecoveryStatus
 
 PRACTITIONER_STATUSES = PractitionerStatus.ALL
+RECOVERY_STATUSES = RecoveryStatus.ALL
 
 
 def fail(message: str) -> None:
@@ -389,6 +390,144 @@ def audit_tail(rpps, lines, as_json) -> None:
         client = f" client={event['client_id']}" if event["client_id"] else ""
         details = " ".join(f"{k}={v}" for k, v in sorted(event["details"].items()))
         click.echo(f"{event['at']} {event['event']}{who}{client} {details}".rstrip())
+
+
+@main.group()
+def recovery() -> None:
+    """Recovery of accounts whose practitioner lost every factor (four eyes, cooling-off)."""
+
+
+def recovery_or_fail(session, reference: str):
+    from idp.accounts import recovery as recoveries
+
+    try:
+        return recoveries.find_request(session, reference)
+    except recoveries.NoSuchRequestError as exc:
+        fail(str(exc))
+
+
+@recovery.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(RECOVERY_STATUSES),
+    help="Only this status (default: the open ones, pending and approved)",
+)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+def recovery_list(status, limit, as_json) -> None:
+    """Recovery requests, newest first; those past their time are marked expired first."""
+    from idp.accounts import recovery as recoveries
+    from idp.services import clock
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        recoveries.expire_stale(session, now=clock().now())
+        rows = [
+            recoveries.summary(session, found)
+            for found in recoveries.list_requests(session, status=status, limit=limit)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        approvals = ",".join(a["operator"] for a in row["approvals"]) or "-"
+        click.echo(
+            f"{row['reference']}  {row['status']:<9}  {row['created_at']}  {row['rpps']}  "
+            f"{row['name']}  approvals={approvals}"
+        )
+
+
+@recovery.command("show")
+@click.argument("reference")
+@json_option
+def recovery_show(reference, as_json) -> None:
+    """One request: practitioner, dates, approvals, status and its history."""
+    from idp.accounts import recovery as recoveries
+    from idp.services import clock
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = recovery_or_fail(session, reference)
+        if recoveries.refresh(session, found, now=clock().now()):
+            session.commit()
+        shown = recoveries.summary(session, found)
+        shown["history"] = recoveries.history(session, found)
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    for key, value in shown.items():
+        if key == "approvals":
+            for approval in value:
+                click.echo(f"approval: {approval['operator']} at {approval['at']}")
+        elif key == "history":
+            for event in value:
+                click.echo(f"history: {event['at']} {event['event']}")
+        else:
+            click.echo(f"{key}: {value if value is not None else '-'}")
+
+
+def recovery_decision(decide) -> None:
+    """Run ``decide(session, settings, now)`` (a service call), print its JSON result."""
+    from idp.accounts import recovery as recoveries
+    from idp.services import clock, settings
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        try:
+            shown = decide(get_db(), settings(), clock().now())
+        except recoveries.RecoveryError as exc:
+            fail(str(exc))
+    click.echo(json.dumps(shown))
+
+
+@recovery.command("approve")
+@click.argument("reference")
+@operator_option
+def recovery_approve(reference, operator) -> None:
+    """One operator's approval, once their identity check is done. With enough different
+    operators (IDP_RECOVERY_APPROVALS), the cooling-off starts and the practitioner receives
+    the one-time link by email (never shown here)."""
+    from idp.accounts import recovery as recoveries
+
+    def decide(session, settings, now):
+        given = recoveries.approve(
+            session, reference, operator=operator, rules=recoveries.Rules.of(settings), now=now
+        )
+        found = recoveries.find_request(session, reference)
+        return {
+            "reference": recoveries.display(found.reference),
+            "status": found.status,
+            "approvals": given.given,
+            "needed": given.needed,
+            "cooling_off_until": (
+                found.cooling_off_until.isoformat() if found.cooling_off_until else None
+            ),
+        }
+
+    recovery_decision(decide)
+
+
+@recovery.command("deny")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why (kept with the request and audited)")
+@operator_option
+def recovery_deny(reference, reason, operator) -> None:
+    """Refuse a request, pending or during its cooling-off: its link stops working."""
+    from idp.accounts import recovery as recoveries
+
+    def decide(session, settings, now):
+        found = recoveries.deny(session, reference, operator=operator, reason=reason, now=now)
+        return {"reference": recoveries.display(found.reference), "status": found.status}
+
+    recovery_decision(decide)
 
 
 @main.group()

@@ -59,6 +59,10 @@ class Settings:
     """How pages show dates (``IDP_TIME_ZONE``); stored dates stay in UTC."""
     rate_limits: dict = field(default_factory=dict)
     """Operator overrides of named limiters (``IDP_RATE_LIMITS``, ``idp.ratelimit``)."""
+    recovery_approvals: int = 2
+    """Different operators who must approve an account recovery (``IDP_RECOVERY_APPROVALS``)."""
+    recovery_cooling_off_seconds: int = 24 * 3600
+    """Delay between the approval and the recovery link working (``IDP_RECOVERY_COOLING_OFF``)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -161,7 +165,34 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         trusted_proxies=load_trusted_proxies(env),
         rate_limits=load_rate_limits(env),
         time_zone=load_time_zone(env),
+        recovery_approvals=load_recovery_approvals(env),
+        recovery_cooling_off_seconds=parse_duration(
+            env.get("IDP_RECOVERY_COOLING_OFF", ""),
+            variable="IDP_RECOVERY_COOLING_OFF",
+            default=24 * 3600,
+        ),
     )
+
+
+def load_recovery_approvals(env: dict[str, str]) -> int:
+    value = env.get("IDP_RECOVERY_APPROVALS", "").strip() or "2"
+    if value not in ("1", "2"):
+        raise ConfigError(f"IDP_RECOVERY_APPROVALS: {value!r} must be 1 or 2")
+    return int(value)
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str, *, variable: str, default: int) -> int:
+    """Seconds, or a number followed by ``s``, ``m``, ``h`` or ``d`` (``24h``)."""
+    value = value.strip().lower()
+    if not value:
+        return default
+    number, unit = value.rstrip("smhd"), value[len(value.rstrip("smhd")) :]
+    if not number.isdigit() or unit not in DURATION_UNITS:
+        raise ConfigError(f"{variable}: {value!r} is not a duration (e.g. 86400, 24h, 2d)")
+    return int(number) * DURATION_UNITS[unit]
 
 
 def load_time_zone(env: dict[str, str]) -> str:

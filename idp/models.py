@@ -388,3 +388,63 @@ class CrlCacheEntry(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary())
     fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     next_update: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- account recovery (every factor lost)
+
+
+class RecoveryStatus:
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    OPEN = (PENDING, APPROVED)
+    ALL = (PENDING, APPROVED, DENIED, CANCELLED, COMPLETED, EXPIRED)
+
+
+class RecoveryRequest(Base):
+    """A practitioner who lost every factor asks for their account back.
+
+    Approved by operators (four eyes) then usable only after a cooling-off delay, through a
+    one-time link (its hash only). ``open_for`` holds the practitioner's id while the request
+    is open and NULL once it is closed: its unique index keeps at most one open request per
+    practitioner, even for two filings at the same instant.
+    """
+
+    __tablename__ = "recovery_requests"
+    __table_args__ = (
+        Index("ix_recovery_requests_status_created_at", "status", "created_at"),
+        Index("ix_recovery_requests_practitioner_created_at", "practitioner_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(8), unique=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"))
+    open_for: Mapped[int | None] = mapped_column(Integer, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    message: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16), default=RecoveryStatus.PENDING)
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    cooling_off_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    link_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    link_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    denied_reason: Mapped[str | None] = mapped_column(String(300))
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RecoveryApproval(Base):
+    """One operator's approval of one recovery request (never twice by the same operator)."""
+
+    __tablename__ = "recovery_approvals"
+    __table_args__ = (UniqueConstraint("request_id", "operator"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("recovery_requests.id"))
+    operator: Mapped[str] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

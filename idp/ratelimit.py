@@ -82,6 +82,8 @@ LIMITS: dict[str, Limit] = {
     "webauthn.device": DEVICE,
     # smart cards: per address only, a card's certificate is public (anyone could lock it)
     "smartcard.ip": ADDRESS,
+    # account recovery requests (every factor lost), filed from one address
+    "recovery_request.ip": Limit(free=10, ttl=COUNTER_TTL_SECONDS, on_success=KEEP),
 }
 
 

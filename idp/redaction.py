@@ -65,6 +65,8 @@ def _secret_from(segments: list[str], index: int) -> bool:
     name = segments[index]
     if name == "enrol":
         return segments[index + 1] not in ENROL_STEPS
+    if name == "recover":
+        return True
     return name == "code" and index > 0 and segments[index - 1] == "smartcard"
 
 

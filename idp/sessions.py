@@ -100,7 +100,13 @@ def cookie_name(app: Flask) -> str:
 
 
 def _practitioner_id(data: dict):
-    return (data.get("auth") or {}).get("pid")
+    """The practitioner of the session's completed login (``idp.auth.flow.CompletedLogin``),
+    so that every session of one account can be found (and ended) by its practitioner."""
+    completed = data.get("auth")
+    if not isinstance(completed, dict):
+        return None
+    found = completed.get("practitioner_id", completed.get("pid"))
+    return found if isinstance(found, int) else None
 
 
 class DatabaseStore:

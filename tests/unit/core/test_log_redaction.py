@@ -125,7 +125,7 @@ def app(tmp_path):
 def test_exactly_the_secret_routes_are_redacted(app):
     """Against the real URL map: the token and card code routes lose their secret, no other
     route (``/enrol/totp``, ``/enrol/webauthn/options``…) loses anything."""
-    secret_routes = {"/enrol/<token>", "/smartcard/code/<code>"}
+    secret_routes = {"/enrol/<token>", "/smartcard/code/<code>", "/recover/<token>"}
     rules = {rule.rule for rule in app.url_map.iter_rules()}
     assert secret_routes <= rules
     for rule in rules:

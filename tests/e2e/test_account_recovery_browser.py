@@ -1,0 +1,66 @@
+"""Every factor lost, in a real Chromium: the request from the help page, two operators'
+approvals, the cooling-off, then the link, a new password and a new authenticator app."""
+
+from __future__ import annotations
+
+import re
+
+import pyotp
+import pytest
+
+from idp.accounts import recovery
+from idp.db import get_db
+from idp.services import cipher, settings
+from tests.support import factories
+from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
+    browser_page_fixture,
+    chromium_browser_fixture,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def test_recovery_from_the_help_page_to_a_new_authenticator(browser_page, live_server, clock):
+    app = live_server.app
+    with app.app_context():
+        db = get_db()
+        owner = factories.practitioner(db, clock, email="ines.morel@example.fr", given_name="Inès")
+        factories.totp_device(db, clock, owner, cipher=cipher())  # the phone that was lost
+        db.commit()
+        rpps = owner.rpps
+    page = browser_page
+    page.goto(f"{live_server.url}/login")
+    page.locator("a[href='/login/help']").first.click()
+    page.locator("#request-recovery").click()
+    page.fill("input[name='rpps']", rpps)
+    page.fill("input[name='email']", "ines.morel@example.fr")
+    page.fill("textarea[name='message']", "My phone was stolen")
+    page.locator("form:has(input[name='rpps']) button[type='submit']").click()
+    reference = page.locator("#recovery-filed").get_attribute("data-reference")
+    assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", reference)
+    assert reference in page.locator("#recovery-filed").inner_text()
+
+    with app.app_context():  # two operators, after checking who she is
+        rules = recovery.Rules.of(settings())
+        recovery.approve(get_db(), reference, operator="alice", rules=rules, now=clock.now())
+        link = recovery.approve(
+            get_db(), reference, operator="bob", rules=rules, now=clock.now()
+        ).link
+    page.goto(link)
+    assert page.locator("#recovery-waiting").is_visible()
+    assert page.url.endswith("/recover")  # the token is in no later URL
+    clock.advance(hours=24)
+
+    page.goto(link)
+    page.locator("#start-recovery").click()
+    page.wait_for_url(re.compile(r"/enrol$"))
+    password = "a completely new long password"
+    page.fill("input[name='password']", password)
+    page.fill("input[name='confirm']", password)
+    page.locator("form:has(input[name='confirm']) button[type='submit']").click()
+    secret = page.locator("code.secret").inner_text().replace(" ", "")
+    page.fill("input[name='code']", pyotp.TOTP(secret).at(clock.now()))
+    page.locator("form:has(input[name='code']) button[type='submit']").click()
+    page.wait_for_url(re.compile(r"/account$"))
+    assert "Inès" in page.inner_text("body")
+    assert page.locator("#recovery-banner").count() == 0
