@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import func, select
 
 from idp.accounts import password_reset
+from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import AuditEvent, PasswordReset, Practitioner, PractitionerStatus
 from idp.services import cipher, methods, settings, throttle
+from tests.functional.test_practitioner_unlock import forget_counters
 from tests.support import factories
+from tests.support.idp_server import LiveServer, build_app
 from tests.support.oidc import UserAgent, totp_now
+from tests.support.redis import redis_client_or_fail, redis_url
 
 NEW_PASSWORD = "cheval agrafe batterie"
 SENT = "If an account matches, we sent a link to its email address; it works for one hour."
@@ -229,17 +234,34 @@ def test_requests_are_throttled_per_account_silently_and_per_address(live_server
     assert statuses[21].status_code == 429 and statuses[21].headers["Retry-After"] == "1"
 
 
-def test_every_other_session_is_signed_out(live_server, clock):
-    app = live_server.app
+@pytest.fixture(params=["database", "redis"])
+def server(request, database_url, tmp_path, clock):
+    """A live server with its sessions and counters in the database, or in Redis."""
+    overrides = {}
+    if request.param == "redis":
+        redis_client_or_fail().close()
+        overrides["redis_url"] = redis_url()
+    app = build_app(database_url, tmp_path, clock, **overrides)
+    live = LiveServer(app)
+    yield live
+    live.stop()
+    dispose_app(app)
+
+
+def test_every_other_session_is_signed_out(server, clock):
+    app = server.app
     rpps, _email, secret = someone(app, clock)
-    signed_in = UserAgent(live_server.url)
+    with app.app_context():
+        forget_counters(app, get_db().execute(select(Practitioner.id)).scalar_one())
+    signed_in = UserAgent(server.url)
     page = password_step(signed_in, rpps, factories.PASSWORD)
     assert signed_in.submit_totp(totp_now(secret, clock), page).url.endswith("/account")
     clock.advance(30)
     token = request_link(app, clock, rpps)
-    agent = UserAgent(live_server.url)
+    agent = UserAgent(server.url)
     assert choose(agent, open_and_prove(agent, token, secret, clock)).url.endswith("/changed")
     assert signed_in.get("/account").url.endswith("/login")
+    assert agent.get("/account").url.endswith("/login")  # signs in again, with the new one
 
 
 def test_a_suspended_account_gets_nothing_from_an_opened_link(live_server, clock):
