@@ -296,9 +296,7 @@ class LoginState:
         login, for this practitioner only (someone else's completed login ends here)."""
         self.begin_login(practitioner_id, now=now)
         login = self.first_factor.login
-        self._store[RESET_LINK] = asdict(
-            PasswordResetInProgress(practitioner_id, reset_id, login)
-        )
+        self._store[RESET_LINK] = asdict(PasswordResetInProgress(practitioner_id, reset_id, login))
 
     def prove_password_reset(self) -> None:
         """A factor succeeded in the reset's login: the new password may be chosen (the
