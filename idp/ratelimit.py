@@ -311,7 +311,7 @@ class DatabaseThrottle:
         exact, prefixes = account_patterns(self._limits, subject)
         column = ThrottleCounter.__table__.c.key
         names = column.in_(exact)
-        for prefix in prefixes:  # the ids hold digits only: no LIKE wildcard to escape
+        for prefix in prefixes:  # matched literally (autoescape): no LIKE wildcard gets in
             names = names | column.startswith(prefix, autoescape=True)
         with self._engine.begin() as conn:
             cleared = sorted(conn.execute(select(column).where(names)).scalars())

@@ -229,7 +229,7 @@ class DatabaseStore:
 # Each indexed session is deleted if it is still signed in as that practitioner.
 SIGN_OUT_SCRIPT = """
 local count = 0
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local raw = redis.call('GET', ARGV[1] .. member)
   if raw then
     local ok, record = pcall(cjson.decode, raw)
@@ -271,13 +271,17 @@ class RedisStore:
 
     def _index(self, practitioner_id: int) -> str:
         """The ids of the sessions signed in as this practitioner (for signing them out)."""
-        return f"{self._prefix}by-practitioner:{practitioner_id}"
+        return f"{self._prefix}practitioner:{practitioner_id}"
 
-    def _add_to_index(self, pipe, data: dict, id_hash: str, ttl: int) -> None:
+    def _add_to_index(self, pipe, data: dict, id_hash: str, now: float, ttl: int) -> None:
+        """A sorted set scored by each session's expiry: the ones past it are pruned here,
+        so the index never grows beyond the sessions that may still be alive."""
         practitioner_id = _practitioner_id(data)
         if practitioner_id is not None:
-            pipe.sadd(self._index(practitioner_id), id_hash)
-            pipe.expire(self._index(practitioner_id), ttl)
+            index = self._index(practitioner_id)
+            pipe.zadd(index, {id_hash: now + ttl})
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.expire(index, ttl)
 
     def save(self, sid, data, created_at, now, ttl, *, new: bool) -> bool:
         record = {"data": data, "created_at": created_at, "last_seen_at": now}
@@ -287,7 +291,7 @@ class RedisStore:
         saved = bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
         if saved and _practitioner_id(data) is not None:
             with self._redis.pipeline() as pipe:
-                self._add_to_index(pipe, data, id_hash, ttl)
+                self._add_to_index(pipe, data, id_hash, now, ttl)
                 pipe.execute()
         return saved
 
@@ -318,7 +322,7 @@ class RedisStore:
                     if merged:
                         record.update(data=merged, last_seen_at=now)
                         pipe.set(name, json.dumps(record), ex=ttl)
-                        self._add_to_index(pipe, merged, name[len(self._prefix) :], ttl)
+                        self._add_to_index(pipe, merged, name[len(self._prefix) :], now, ttl)
                     else:
                         pipe.delete(name)
                     pipe.execute()
