@@ -277,3 +277,32 @@ def test_a_suspended_account_gets_nothing_from_an_opened_link(live_server, clock
         db.commit()
     page = UserAgent(live_server.url).get(f"/password/reset/{token}")
     assert page.status_code == 404 and INVALID in page.text
+
+
+def test_the_reset_is_honoured_only_in_its_own_login(live_server, clock):
+    """Someone else's password in the same browser ends the reset: their factor proves
+    nothing for it, and the new-password page stays closed."""
+    app = live_server.app
+    rpps, _email, _secret = someone(app, clock)
+    other_rpps, _other_email, other_secret = someone(app, clock)
+    token = request_link(app, clock, rpps)
+    agent = UserAgent(live_server.url)
+    assert agent.get(f"/password/reset/{token}").url.endswith("/login/totp")
+    page = password_step(agent, other_rpps, factories.PASSWORD)
+    assert agent.submit_totp(totp_now(other_secret, clock), page).url.endswith("/account")
+    assert agent.get("/password/new").url.endswith("/login")  # no login in progress now
+    assert resets(app)[0].used_at is None
+
+
+def test_a_link_that_expires_after_the_factor_is_refused(live_server, clock):
+    app = live_server.app
+    rpps, _email, secret = someone(app, clock)
+    token = request_link(app, clock, rpps)
+    clock.advance(3300)  # 55 minutes: the link still opens
+    agent = UserAgent(live_server.url)
+    page = open_and_prove(agent, token, secret, clock)
+    assert page.url.endswith("/password/new")
+    clock.advance(360)  # the factor step is still fresh, the link is not
+    refused = choose(agent, page)
+    assert refused.status_code == 410 and INVALID in refused.text
+    assert password_step(UserAgent(live_server.url), rpps, NEW_PASSWORD).status_code == 401
