@@ -92,6 +92,7 @@ def _settings_from_environment() -> Settings:
 
 def _register_blueprints(app: Flask) -> None:
     from idp.accounts.recovery_views import bp as recovery_bp
+    from idp.accounts.reset_views import bp as password_reset_bp
     from idp.accounts.views import bp as accounts_bp
     from idp.auth.registry import Registry
     from idp.auth.views import bp as auth_bp
@@ -102,7 +103,7 @@ def _register_blueprints(app: Flask) -> None:
 
     app.extensions["idp.oauth_server"] = create_server(app)
     csrf.exempt(oauth_bp)  # client endpoints; the consent POST checks its token itself
-    for blueprint in (site_bp, auth_bp, accounts_bp, recovery_bp, oauth_bp):
+    for blueprint in (site_bp, auth_bp, accounts_bp, recovery_bp, password_reset_bp, oauth_bp):
         app.register_blueprint(blueprint)
     methods = (importlib.import_module(name).install(app, csrf) for name in INSTALLED)
     app.extensions["idp.methods"] = Registry(m for m in methods if m is not None)

@@ -1,7 +1,7 @@
 """Operator commands. This command-line contract is relied on by operators and tooling:
 
 ``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
-· ``idp practitioner import|list|show|disable|enable`` · ``idp invite resend`` ·
+· ``idp practitioner import|list|show|disable|enable|unlock`` · ``idp invite resend`` ·
 ``idp audit tail`` · ``idp recovery list|show|approve|deny`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
@@ -325,6 +325,34 @@ def practitioner_enable(rpps, operator) -> None:
     from idp.accounts.service import enable_practitioner
 
     change_status(rpps, operator, enable_practitioner)
+
+
+@practitioner.command("unlock")
+@click.argument("rpps")
+@operator_option
+@json_option
+def practitioner_unlock(rpps, operator, as_json) -> None:
+    """Clear the account's throttle counters: locked out by failed attempts, it may try again
+    at once (the address limiters stay)."""
+    from idp.accounts.service import unlock_practitioner
+    from idp.services import throttle
+
+    app = make_app()
+    with app.app_context():
+        from idp.db import get_db
+
+        session = get_db()
+        found = practitioner_or_fail(session, rpps)
+        rpps = found.rpps
+        cleared = unlock_practitioner(session, found, throttle=throttle(), operator=operator)
+        session.commit()
+    if as_json:
+        click.echo(json.dumps({"rpps": rpps, "cleared": cleared}))
+        return
+    if not cleared:
+        click.echo(f"{rpps}: no throttle counter to clear")
+    for counter in cleared:
+        click.echo(f"cleared: {counter}")
 
 
 @main.group()

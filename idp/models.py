@@ -448,3 +448,20 @@ class RecoveryApproval(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("recovery_requests.id"))
     operator: Mapped[str] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+# --- password reset
+
+
+class PasswordReset(Base):
+    """A "Forgot your password?" link: emailed, valid one hour, used once, and never enough
+    alone (the practitioner still proves one of their factors before choosing a password)."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -84,6 +84,11 @@ LIMITS: dict[str, Limit] = {
     "smartcard.ip": ADDRESS,
     # account recovery requests (every factor lost), filed from one address
     "recovery_request.ip": Limit(free=10, ttl=COUNTER_TTL_SECONDS, on_success=KEEP),
+    # "Forgot your password?": each request emails a link, so an address or an account may
+    # ask only a few times an hour (no mailbox flooded); the account's limit is silent (the
+    # page answers the same, no email), so it says nothing about which accounts exist.
+    "password_reset.ip": Limit(free=20, ceiling=60, ttl=3600, on_success=KEEP),
+    "password_reset.account": Limit(free=3, ceiling=5, ttl=3600, on_success=KEEP),
 }
 
 
@@ -92,6 +97,14 @@ def key(limiter: str, *subject: object) -> str:
     if limiter not in LIMITS:
         raise KeyError(f"no limiter named {limiter!r}")
     return ":".join([limiter, *map(str, subject)])
+
+
+def account_patterns(limits: Mapping[str, Limit], subject: object) -> tuple[list[str], list[str]]:
+    """Every counter that names ``subject`` (a practitioner id): exact keys (``.account``) and
+    key prefixes (``.device``, followed by a browser's device id)."""
+    exact = [f"{name}:{subject}" for name in sorted(limits) if name.endswith(".account")]
+    prefixes = [f"{name}:{subject}:" for name in sorted(limits) if name.endswith(".device")]
+    return exact, prefixes
 
 
 def limiter_of(counter_key: str) -> str:
@@ -178,6 +191,10 @@ class Throttle(Protocol):
 
     def retry_after(self, key: str) -> int:
         """Seconds before ``key`` may try again (0: go ahead)."""
+
+    def unlock(self, subject: int) -> list[str]:
+        """An operator's unlock: every counter of this practitioner (each limiter's account
+        and device keys) goes; returns the keys that were cleared."""
 
 
 def ensure_allowed(throttle: Throttle, keys: Iterable[str]) -> None:
@@ -291,6 +308,18 @@ class DatabaseThrottle:
                 .where(table.c.key.in_(keys), table.c.failures > 0)
                 .values(failures=table.c.failures - 1)
             )
+
+    def unlock(self, subject: int) -> list[str]:
+        exact, prefixes = account_patterns(self._limits, subject)
+        column = ThrottleCounter.__table__.c.key
+        names = column.in_(exact)
+        for prefix in prefixes:  # matched literally (autoescape): no LIKE wildcard gets in
+            names = names | column.startswith(prefix, autoescape=True)
+        with self._engine.begin() as conn:
+            cleared = sorted(conn.execute(select(column).where(names)).scalars())
+            if cleared:
+                conn.execute(delete(ThrottleCounter.__table__).where(column.in_(cleared)))
+        return cleared
 
     def retry_after(self, key: str) -> int:
         with self._engine.connect() as conn:
@@ -410,6 +439,20 @@ class RedisThrottle:
         if keys:
             names = [self._prefix + k for k in keys]
             self._call(self._redis.eval, RELEASE_SCRIPT, len(names), *names)
+
+    def unlock(self, subject: int) -> list[str]:
+        exact, prefixes = account_patterns(self._limits, subject)
+        names = [self._prefix + k for k in exact]
+        for prefix in prefixes:  # an operator command: a SCAN of the throttle's keys is fine
+            pattern = self._prefix + prefix + "*"
+            names += [
+                n.decode() if isinstance(n, bytes) else n
+                for n in self._call(lambda p=pattern: list(self._redis.scan_iter(match=p)))
+            ]
+        present = [n for n in names if self._call(self._redis.exists, n)]
+        if present:
+            self._call(self._redis.delete, *present)
+        return sorted(n[len(self._prefix) :] for n in present)
 
     def retry_after(self, key: str) -> int:
         name = self._prefix + key

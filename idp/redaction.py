@@ -1,6 +1,7 @@
 """One-time secrets and personal data out of the logs.
 
-Some secrets travel in URLs: the invitation token in ``/enrol/<token>``, the terminal card code
+Some secrets travel in URLs: the invitation token in ``/enrol/<token>``, the reset token in
+``/password/reset/<token>``, the terminal card code
 in ``/smartcard/code/<code>``, and whatever a client puts in a query string by mistake
 (``code``, ``access_token``…). Every URL a log line carries goes through :func:`redact_uri`
 first, which is pure: it changes nothing but the secret parts.
@@ -67,11 +68,14 @@ def _secret_from(segments: list[str], index: int) -> bool:
         return segments[index + 1] not in ENROL_STEPS
     if name == "recover":
         return True
+    if name == "reset" and index > 0 and segments[index - 1] == "password":
+        return True  # the emailed password-reset link
     return name == "code" and index > 0 and segments[index - 1] == "smartcard"
 
 
 def redact_path(path: str) -> str:
-    """``/enrol/<token>`` and ``/smartcard/code/<code>``: the secret and anything after it go.
+    """``/enrol/<token>``, ``/password/reset/<token>`` and ``/smartcard/code/<code>``: the
+    secret and anything after it go.
 
     Segments compare as the router sees them (percent-decoded, empty ones skipped) and without
     regard to case, so that no spelling of a secret route keeps its secret."""

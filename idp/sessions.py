@@ -100,12 +100,11 @@ def cookie_name(app: Flask) -> str:
 
 
 def _practitioner_id(data: dict):
-    """The practitioner of the session's completed login (``idp.auth.flow.CompletedLogin``),
-    so that every session of one account can be found (and ended) by its practitioner."""
+    """Whose completed login the session holds (``idp.auth.flow.CompletedLogin``), if any."""
     completed = data.get("auth")
     if not isinstance(completed, dict):
         return None
-    found = completed.get("practitioner_id", completed.get("pid"))
+    found = completed.get("practitioner_id")
     return found if isinstance(found, int) else None
 
 
@@ -218,6 +217,34 @@ class DatabaseStore:
         with self._engine().begin() as conn:
             conn.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
 
+    def sign_out_practitioner(self, practitioner_id: int) -> int:
+        """Every session signed in as this practitioner ends now (by the indexed column)."""
+        with self._engine().begin() as conn:
+            return conn.execute(
+                delete(WebSession).where(WebSession.practitioner_id == practitioner_id)
+            ).rowcount
+
+
+# KEYS: the practitioner's index of session ids; ARGV: the session key prefix, the id.
+# Each indexed session is deleted if it is still signed in as that practitioner.
+SIGN_OUT_SCRIPT = """
+local count = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local raw = redis.call('GET', ARGV[1] .. member)
+  if raw then
+    local ok, record = pcall(cjson.decode, raw)
+    if ok and type(record) == 'table' and type(record.data) == 'table'
+        and type(record.data.auth) == 'table'
+        and tostring(record.data.auth.practitioner_id) == ARGV[2] then
+      redis.call('DEL', ARGV[1] .. member)
+      count = count + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return count
+"""
+
 
 class RedisStore:
     """One JSON record per session, ``{"data", "created_at", "last_seen_at"}``, expiring after
@@ -242,11 +269,39 @@ class RedisStore:
         record = json.loads(raw)
         return record["data"], record["created_at"], record["last_seen_at"]
 
+    def _index(self, practitioner_id: int) -> str:
+        """The ids of the sessions signed in as this practitioner (for signing them out)."""
+        return f"{self._prefix}practitioner:{practitioner_id}"
+
+    def _add_to_index(self, pipe, data: dict, id_hash: str, now: float, ttl: int) -> None:
+        """A sorted set scored by each session's expiry: the ones past it are pruned here,
+        so the index never grows beyond the sessions that may still be alive."""
+        practitioner_id = _practitioner_id(data)
+        if practitioner_id is not None:
+            index = self._index(practitioner_id)
+            pipe.zadd(index, {id_hash: now + ttl})
+            pipe.zremrangebyscore(index, "-inf", now)
+            pipe.expire(index, ttl)
+
     def save(self, sid, data, created_at, now, ttl, *, new: bool) -> bool:
         record = {"data": data, "created_at": created_at, "last_seen_at": now}
-        name = self._prefix + hash_token(sid)
+        id_hash = hash_token(sid)
+        name = self._prefix + id_hash
         # NX for a new id, XX for an existing one: a session deleted meanwhile stays deleted.
-        return bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
+        saved = bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
+        if saved and _practitioner_id(data) is not None:
+            with self._redis.pipeline() as pipe:
+                self._add_to_index(pipe, data, id_hash, now, ttl)
+                pipe.execute()
+        return saved
+
+    def sign_out_practitioner(self, practitioner_id: int) -> int:
+        """Every session signed in as this practitioner ends now (through their index)."""
+        return int(
+            self._redis.eval(
+                SIGN_OUT_SCRIPT, 1, self._index(practitioner_id), self._prefix, practitioner_id
+            )
+        )
 
     def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
         """Apply ``changes`` to the session as stored now (see the class). True while the
@@ -267,6 +322,7 @@ class RedisStore:
                     if merged:
                         record.update(data=merged, last_seen_at=now)
                         pipe.set(name, json.dumps(record), ex=ttl)
+                        self._add_to_index(pipe, merged, name[len(self._prefix) :], now, ttl)
                     else:
                         pipe.delete(name)
                     pipe.execute()

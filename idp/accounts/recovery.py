@@ -37,7 +37,6 @@ from idp.models import (
     RecoveryRequest,
     RecoveryStatus,
     Token,
-    WebSession,
 )
 from idp.notifications import notify
 
@@ -499,10 +498,11 @@ def usable_request(db: Session, request_id: object, *, now: dt.datetime) -> Reco
     return request
 
 
-def complete(db: Session, request_id: object, *, now: dt.datetime, methods) -> Invitation:
+def complete(db: Session, request_id: object, *, now: dt.datetime, methods, sessions) -> Invitation:
     """The link, used after the delay: every old factor, session and access token revoked,
     the password cleared, the account invited again with a fresh invitation (returned, for
-    the enrolment pages). Single use, claimed atomically. One unit of work; commits."""
+    the enrolment pages). Single use, claimed atomically. One unit of work, committed here;
+    then every session of the account ends (``sessions``: the session store)."""
     request = usable_request(db, request_id, now=now)
     if now < request.cooling_off_until:
         raise LinkNotYetError(request.cooling_off_until)
@@ -533,12 +533,6 @@ def complete(db: Session, request_id: object, *, now: dt.datetime, methods) -> I
         revoked=revoked,
         reason="recovery",
     )
-    # Sessions in the database store are listed by practitioner. TODO: the Redis store keeps
-    # one key per session id and cannot list a practitioner's sessions; there they end at
-    # their next request while the account is invited (idp.auth.policy checks the status),
-    # but one left untouched until the new enrolment completes would be honoured again.
-    sessions = db.query(WebSession).filter(WebSession.practitioner_id == practitioner.id)
-    ended = sessions.delete(synchronize_session=False)
     tokens = db.execute(
         update(Token)
         .where(Token.practitioner_id == practitioner.id, Token.revoked_at.is_(None))
@@ -566,11 +560,14 @@ def complete(db: Session, request_id: object, *, now: dt.datetime, methods) -> I
         practitioner_id=practitioner.id,
         reference=display(request.reference),
         factors_revoked=revoked,
-        sessions_ended=ended,
         tokens_revoked=tokens,
     )
     notify(db, practitioner, "recovery_completed")
     db.commit()
+    # After the commit: the session store writes on its own connection (on SQLite it would
+    # wait on this transaction's write lock). Meanwhile the account is invited, which every
+    # signed-in route checks, so no old session is honoured in between.
+    sessions.sign_out_practitioner(practitioner.id)
     return invitation
 
 

@@ -3,7 +3,7 @@ and cancelling from the account page. The logic is in ``idp.accounts.recovery``.
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -116,7 +116,13 @@ def link_page():
     waiting = now < found.cooling_off_until
     if request.method == "POST" and form.validate_on_submit() and not waiting:
         try:
-            invitation = recovery.complete(db, found.id, now=now, methods=methods())
+            invitation = recovery.complete(
+                db,
+                found.id,
+                now=now,
+                methods=methods(),
+                sessions=current_app.session_interface.store,
+            )
         except recovery.LinkInvalidError:
             return link_invalid()
         flow.state().open_invitation(invitation)

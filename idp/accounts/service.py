@@ -330,3 +330,18 @@ def recent_events(db: Session, *, practitioner: Practitioner | None, limit: int)
         }
         for event in reversed(events)
     ]
+
+
+def unlock_practitioner(db: Session, practitioner: Practitioner, *, throttle, operator: str):
+    """Clear every throttle counter of this account (each limiter's account and device keys),
+    so a practitioner locked out by failed attempts may try again at once. Returns the keys
+    cleared. The counters go on the throttle's own connection; the caller commits the audit."""
+    cleared = throttle.unlock(practitioner.id)
+    audit.record(
+        db,
+        "account:practitioner:unlocked",
+        practitioner_id=practitioner.id,
+        operator=operator,
+        cleared=cleared,
+    )
+    return cleared

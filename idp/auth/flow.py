@@ -22,6 +22,10 @@ State made for one person or one step is honoured only for that person and that 
   factors (a sensitive change, an application asking for a stronger level). The completed
   login stands in for the password and stays as it was until the confirmation succeeds:
   abandoned or unmet, the practitioner keeps the session they had;
+- the password reset (``PasswordResetInProgress``): an emailed "Forgot your password?" link
+  was opened; it stands in for the password step (like the completed login does for a
+  confirmation), for that practitioner and that login only. When a factor succeeds the login
+  does not complete: the practitioner chooses a new password, then signs in with it;
 - a factor's own leftovers for the login in progress (``step(kind)``): WebAuthn challenge ids,
   the card transaction, a pending TOTP seed;
 - the pending authorization request (``PendingRequest``) and where to go next;
@@ -52,11 +56,12 @@ ENROLMENT = "enrolment"
 INVITATION = "invitation"
 STEP_UP = "step_up"
 CONFIRMATION = "confirm"
+RESET_LINK = "password_reset"
 PENDING = "authz"
 NEXT = "next"
 COMPLETED = "auth"
 STEP_PREFIX = "step."
-IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP, CONFIRMATION)
+IN_PROGRESS = (FIRST_FACTOR, ENROLMENT, INVITATION, STEP_UP, CONFIRMATION, RESET_LINK)
 LOGIN_COMPLETED = "auth:login:completed"
 
 
@@ -117,6 +122,15 @@ class PendingRequest:
     redirect_uri: str
     state: str | None
     client_name: str
+
+
+@dataclass(frozen=True)
+class PasswordResetInProgress:
+    practitioner_id: int
+    reset_id: int
+    login: str
+    proven: bool = False
+    """A factor of the practitioner succeeded in this login: a new password may be chosen."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,17 @@ class LoginState:
         return confirmation
 
     @property
+    def password_reset(self) -> PasswordResetInProgress | None:
+        """The password reset in progress, honoured only for its own practitioner and login."""
+        reset = _load(PasswordResetInProgress, self._store.get(RESET_LINK))
+        first = self.first_factor
+        if reset is None or first is None:
+            return None
+        if reset.practitioner_id != first.practitioner_id or reset.login != first.login:
+            return None
+        return reset
+
+    @property
     def pending_request(self) -> PendingRequest | None:
         return _load(PendingRequest, self._store.get(PENDING))
 
@@ -265,6 +290,29 @@ class LoginState:
         login = new_token(12)
         self._store[FIRST_FACTOR] = asdict(FirstFactor(practitioner_id, now.timestamp(), login))
         self._store[CONFIRMATION] = asdict(Confirmation(practitioner_id, login))
+
+    def begin_password_reset(self, practitioner_id: int, reset_id: int, *, now: dt.datetime):
+        """The emailed reset link was opened: it stands in for the password step of a new
+        login, for this practitioner only (someone else's completed login ends here)."""
+        self.begin_login(practitioner_id, now=now)
+        login = self.first_factor.login
+        self._store[RESET_LINK] = asdict(PasswordResetInProgress(practitioner_id, reset_id, login))
+
+    def prove_password_reset(self) -> None:
+        """A factor succeeded in the reset's login: the new password may be chosen (the
+        login itself does not complete)."""
+        reset = self.password_reset
+        if reset is not None:
+            self._store[RESET_LINK] = asdict(
+                PasswordResetInProgress(reset.practitioner_id, reset.reset_id, reset.login, True)
+            )
+
+    def end_password_reset(self) -> None:
+        """The password was replaced: every session of the account ended, this one's login
+        too; the practitioner signs in again with the new password."""
+        self._clear_in_progress()
+        self._store.pop(COMPLETED, None)
+        self._rotate()
 
     def restart(self, *, sign_out: bool = False) -> None:
         """Back to the password: after too many wrong answers at the second step, or "Not

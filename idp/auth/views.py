@@ -51,6 +51,14 @@ def current_client() -> Client:
 
 
 def complete_login(authentication: flow.Authentication) -> None:
+    """The factor succeeded: the login completes, except in a password reset for this
+    practitioner, where it only proves the factor (``after_login`` then leads to the new
+    password, and the practitioner signs in with it afterwards)."""
+    state = flow.state()
+    reset = state.password_reset
+    if reset is not None and reset.practitioner_id == authentication.practitioner_id:
+        state.prove_password_reset()
+        return
     flow.complete_login(get_db(), authentication, now=clock().now())
     devices.remember_device(authentication.practitioner_id)
 
@@ -73,6 +81,9 @@ def resume_url() -> str | None:
 
 
 def after_login():
+    reset = flow.state().password_reset
+    if reset is not None and reset.proven:
+        return redirect(url_for("password_reset.choose"), code=303)
     target = resume_url() or flow.state().take_next() or url_for("accounts.home")
     if not target.startswith("/") or target.startswith("//"):
         target = url_for("accounts.home")
@@ -258,6 +269,9 @@ def restart():
 def required_acr(practitioner_id: int | None) -> str | None:
     """The level this login must reach: the client's acr_values, or a pending step-up that
     binding a new authenticator asked for (NIST-10) when it concerns this practitioner."""
+    reset = flow.state().password_reset
+    if reset is not None and reset.practitioner_id == practitioner_id:
+        return None  # any factor of theirs proves a reset; the application's level comes after
     pending = pending_request()
     levels = [pending.acr if pending else None]
     step_up = flow.state().step_up_for(practitioner_id)

@@ -44,15 +44,8 @@ def account(live_server, clock):
         return owner.rpps, owner.email, secret, owner.id
 
 
-def english(base_url: str) -> UserAgent:
-    """A browser that asks for the English pages (the messages below are checked in English)."""
-    agent = UserAgent(base_url)
-    agent.http.headers["Accept-Language"] = "en"
-    return agent
-
-
 def file_request(live_server, rpps: str, email: str, message: str = "") -> str:
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.get("/login/recovery")
     assert page.status_code == 200 and 'name="rpps"' in page.text
     filed = agent.post(
@@ -105,7 +98,7 @@ def events(app, practitioner_id: int) -> list[str]:
 
 
 def sign_in(live_server, rpps: str, secret: str, clock) -> UserAgent:
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.login_password(rpps, factories.PASSWORD)
     landed = agent.submit_totp(totp_now(secret, clock), page)
     assert landed.status_code == 200 and landed.url.endswith("/account"), landed.text
@@ -122,7 +115,7 @@ def count_requests(app) -> int:
 
 
 def test_help_page_leads_to_the_request_form(live_server):
-    help_page = english(live_server.url).get("/login/help")
+    help_page = UserAgent(live_server.url, language="en").get("/login/help")
     assert 'href="/login/recovery"' in help_page.text
 
 
@@ -148,14 +141,14 @@ def test_one_open_request_per_practitioner(live_server, account):
 
 
 def test_bad_form_is_a_field_error(live_server):
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.get("/login/recovery")
     refused = agent.post("/login/recovery", {"rpps": "123", "email": "nope"}, page.text)
     assert refused.status_code == 400 and "An RPPS number has 11 digits." in refused.text
 
 
 def test_filings_are_throttled_per_address(live_server, account):
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.get("/login/recovery")
     answers = [
         agent.post(
@@ -220,7 +213,7 @@ def test_deny_pending_and_during_the_delay(live_server, account, clock):
     with live_server.app.app_context():
         recovery.deny(get_db(), again, operator="carol", reason="it was not her", now=clock.now())
     clock.advance(hours=25)
-    assert english(live_server.url).get(link).status_code == 404
+    assert UserAgent(live_server.url, language="en").get(link).status_code == 404
     assert "account:recovery:denied" in events(live_server.app, owner_id)
 
 
@@ -230,7 +223,7 @@ def test_deny_pending_and_during_the_delay(live_server, account, clock):
 def test_link_works_only_after_the_cooling_off(live_server, account, clock):
     rpps, email, _secret, _id = account
     link = approved_link(live_server, file_request(live_server, rpps, email), clock)
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     waiting = agent.get(link)
     assert waiting.status_code == 200 and waiting.url.endswith("/recover")  # token left behind
     assert "this link works only from" in waiting.text and 'id="start-recovery"' not in waiting.text
@@ -239,7 +232,7 @@ def test_link_works_only_after_the_cooling_off(live_server, account, clock):
     with live_server.app.app_context():
         assert get_db().get(Practitioner, _id).status == "active"
     clock.advance(hours=24)
-    ready = english(live_server.url)
+    ready = UserAgent(live_server.url, language="en")
     page = ready.get(link)
     assert page.status_code == 200 and 'id="start-recovery"' in page.text
     enrol = ready.post("/recover", {}, page.text)
@@ -264,7 +257,7 @@ def test_cancel_from_a_session_with_a_remaining_factor(live_server, account, clo
     assert stored(live_server.app, reference).status == "cancelled"
     assert 'id="recovery-banner"' not in agent.get("/account").text
     clock.advance(hours=25)
-    assert english(live_server.url).get(link).status_code == 404
+    assert UserAgent(live_server.url, language="en").get(link).status_code == 404
     assert "account:recovery:cancelled" in events(live_server.app, owner_id)
 
 
@@ -311,7 +304,7 @@ def test_completion_revokes_everything_and_leads_into_enrolment(live_server, acc
             .execute(select(func.count()).where(WebSession.practitioner_id == owner_id))
             .scalar()
         )
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.get(link)
     enrol = agent.post("/recover", {}, page.text)
     assert enrol.url.endswith("/enrol")
@@ -333,7 +326,12 @@ def test_completion_revokes_everything_and_leads_into_enrolment(live_server, acc
     assert {"account:two_factor:all_revoked", "account:recovery:completed"} <= set(trail)
     # The old session is over, the old password and code no longer sign in.
     assert old_session.get("/account").url.endswith("/login")
-    assert english(live_server.url).login_password(rpps, factories.PASSWORD).status_code >= 400
+    assert (
+        UserAgent(live_server.url, language="en")
+        .login_password(rpps, factories.PASSWORD)
+        .status_code
+        >= 400
+    )
     # The fresh enrolment: a password, then a new authenticator app, then signed in.
     password = "a brand new long password"
     setup = agent.post("/enrol", {"password": password, "confirm": password}, enrol.text)
@@ -355,21 +353,27 @@ def test_link_is_single_use(live_server, account, clock):
     rpps, email, _secret, _id = account
     link = approved_link(live_server, file_request(live_server, rpps, email), clock)
     clock.advance(hours=24)
-    agent = english(live_server.url)
+    agent = UserAgent(live_server.url, language="en")
     page = agent.get(link)
     assert agent.post("/recover", {}, page.text).url.endswith("/enrol")
-    assert english(live_server.url).get(link).status_code == 404
+    assert UserAgent(live_server.url, language="en").get(link).status_code == 404
     with live_server.app.app_context():
         request = get_db().execute(select(RecoveryRequest)).scalar_one()
         with pytest.raises(recovery.LinkInvalidError):
-            recovery.complete(get_db(), request.id, now=clock.now(), methods=methods())
+            recovery.complete(
+                get_db(),
+                request.id,
+                now=clock.now(),
+                methods=methods(),
+                sessions=live_server.app.session_interface.store,
+            )
 
 
 def test_two_concurrent_uses_exactly_one_wins(live_server, account, clock):
     rpps, email, _secret, _id = account
     link = approved_link(live_server, file_request(live_server, rpps, email), clock)
     clock.advance(hours=24)
-    agents = [english(live_server.url) for _ in range(2)]
+    agents = [UserAgent(live_server.url, language="en") for _ in range(2)]
     pages = [agent.get(link) for agent in agents]
     barrier = threading.Barrier(2)
     results = [None, None]
@@ -401,7 +405,7 @@ def test_email_alone_never_gives_the_account(live_server, account, clock):
     reference = file_request(live_server, rpps, email)
     request = stored(live_server.app, reference)
     assert request.link_token_hash is None
-    attacker = english(live_server.url)
+    attacker = UserAgent(live_server.url, language="en")
     assert attacker.get("/recover").status_code == 404
     assert attacker.post("/recover", {}, attacker.get("/login").text).status_code == 404
     assert attacker.get(f"/recover/{reference}").status_code == 404
@@ -422,7 +426,7 @@ def test_approved_link_expires_a_week_after_the_delay(live_server, account, cloc
     reference = file_request(live_server, rpps, email)
     link = approved_link(live_server, reference, clock)
     clock.advance(hours=24, days=7)
-    assert english(live_server.url).get(link).status_code == 404
+    assert UserAgent(live_server.url, language="en").get(link).status_code == 404
     # and a new request can be filed
     assert file_request(live_server, rpps, email) != reference
     assert stored(live_server.app, reference).status == "expired"

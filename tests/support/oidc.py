@@ -25,10 +25,16 @@ class UserAgent:
     """Follows redirects inside the IdP, stops at the client's redirect URI."""
 
     def __init__(
-        self, base_url: str, client_redirect_prefix: str = "http://localhost:9999"
+        self,
+        base_url: str,
+        client_redirect_prefix: str = "http://localhost:9999",
+        *,
+        language: str | None = None,
     ) -> None:
         self.base = base_url
         self.http = requests.Session()
+        if language is not None:  # the pages' language (the IdP's default is French)
+            self.http.headers["Accept-Language"] = language
         self.stop_prefix = client_redirect_prefix
         self.last = None
 

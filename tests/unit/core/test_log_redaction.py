@@ -53,6 +53,10 @@ TOKEN = "q8V1c2xLZl9-Yk3Tn0pWmRt5sHu7eJ4aGdBfCiKoE6w"
         ("/smartcard/code/ABCD-EFGH/more", "/smartcard/code/[redacted]"),
         ("/smartcard/code/", "/smartcard/code/"),
         ("/code/ABCD-EFGH", "/code/ABCD-EFGH"),
+        ("/password/reset/Tok3n_x", "/password/reset/[redacted]"),
+        ("/Password/Reset/Tok3n_x/more", "/Password/Reset/[redacted]"),
+        ("/reset/Tok3n_x", "/reset/Tok3n_x"),
+        ("/password/new", "/password/new"),
         ("/login/card", "/login/card"),
         ("/account/webauthn/3/rename", "/account/webauthn/3/rename"),
         (
@@ -125,7 +129,12 @@ def app(tmp_path):
 def test_exactly_the_secret_routes_are_redacted(app):
     """Against the real URL map: the token and card code routes lose their secret, no other
     route (``/enrol/totp``, ``/enrol/webauthn/options``…) loses anything."""
-    secret_routes = {"/enrol/<token>", "/smartcard/code/<code>", "/recover/<token>"}
+    secret_routes = {
+        "/enrol/<token>",
+        "/smartcard/code/<code>",
+        "/recover/<token>",
+        "/password/reset/<token>",
+    }
     rules = {rule.rule for rule in app.url_map.iter_rules()}
     assert secret_routes <= rules
     for rule in rules:
