@@ -80,7 +80,7 @@ class Settings:
     """How pages show dates (``IDP_TIME_ZONE``); stored dates stay in UTC."""
     rate_limits: dict = field(default_factory=dict)
     """Operator overrides of named limiters (``IDP_RATE_LIMITS``, ``idp.ratelimit``)."""
-    mail: MailSettings = field(default_factory=lambda: MailSettings())
+    mail: MailSettings = field(default_factory=MailSettings)
     """How email leaves (``IDP_SMTP_*``, ``IDP_MAIL_FROM``); no host: mail stays queued."""
     extra: dict = field(default_factory=dict)
 

@@ -166,7 +166,16 @@ def deliver_one(db, connection, message_id, *, settings, cipher, now, report) ->
         report.given_up += 1
         return
     try:
-        connection.send(compose(letter, sender=settings.sender, now=now))
+        composed = compose(letter, sender=settings.sender, now=now)
+    except (ValueError, TypeError) as exc:  # an address no message can carry: never sendable
+        outbox.mark_failed(db, message_id, now=now, error=type(exc).__name__, final=True)
+        log.error(
+            "mail: message %s cannot be written (%s): given up", message_id, type(exc).__name__
+        )
+        report.given_up += 1
+        return
+    try:
+        connection.send(composed)
     except Unreachable as exc:
         report.unreachable = str(exc)
         count_failure(db, message_id, now=now, error=str(exc), report=report)

@@ -17,7 +17,7 @@ from idp.config import MailSettings
 from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.mail import outbox
-from idp.mail.render import LINK_EVENTS, render
+from idp.mail.render import LINK_EVENTS, SUBJECTS, render
 from idp.models import OutboxMessage, Practitioner
 from idp.notifications import EVENTS, notify
 from tests.support import factories
@@ -118,6 +118,10 @@ SAMPLE = {
     "until": dt.datetime(2026, 1, 16, 17, 30, tzinfo=dt.UTC),
 }
 DATES = {"fr": "15 janvier 2026, 10:00", "en": "15 January 2026, 10:00"}
+
+
+def test_every_event_has_a_subject():
+    assert set(SUBJECTS) == EVENTS
 
 
 @pytest.mark.parametrize("language", ["fr", "en"])
@@ -357,3 +361,46 @@ def test_a_claimed_message_is_not_taken_twice(mail_app, clock):
         assert outbox.due_ids(db, now=clock.now(), limit=10) == []
         later = clock.now() + outbox.LEASE
         assert outbox.due_ids(db, now=later, limit=10) == [message_id]  # a sender that died
+
+
+def test_an_address_no_message_can_carry_is_given_up_at_once(mail_app, clock, smtp_server):
+    with mail_app.app_context():
+        db = get_db()
+        rendered = render(
+            Practitioner(given_name="A", family_name="B", language="en"),
+            "password_changed",
+            {},
+            now=clock.now(),
+        )
+        outbox.add(
+            db,
+            to_address="someone@example.test\r\nBcc: other@example.test",
+            rendered=rendered,
+            cipher=mail_app.extensions["idp.cipher"],
+            now=clock.now(),
+        )
+        db.commit()
+    report = mail.deliver_app(mail_app)
+    assert (report.sent, report.given_up) == (0, 1)
+    [given_up] = rows(mail_app)
+    assert given_up.failed_at == clock.now() and given_up.last_error == "ValueError"
+    assert smtp_server.messages == []
+
+
+def test_a_login_in_english_makes_the_emails_english(live_server, demo, clock):
+    from tests.support.oidc import UserAgent, totp_now
+
+    agent = UserAgent(live_server.url)
+    agent.http.headers["Accept-Language"] = "en"
+    page = agent.login_password(demo["username"], demo["password"])
+    done = agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
+    assert done.status_code == 200
+    with live_server.app.app_context():
+        db = get_db()
+        someone = db.execute(
+            select(Practitioner).where(Practitioner.rpps == demo["username"])
+        ).scalar_one()
+        assert someone.language == "en"
+        notify(db, someone, "factor_removed", method="totp", name="Phone")
+        db.commit()
+    assert rows(live_server.app)[-1].subject == "A sign-in method was removed from your account"
