@@ -2,7 +2,7 @@
 
 ``idp db upgrade`` · ``idp db grants`` · ``idp serve`` · ``idp practitioner invite`` (``add``)
 · ``idp practitioner import|list|show|disable|enable|unlock`` · ``idp invite resend`` ·
-``idp audit tail`` · ``idp recovery list|show|approve|deny`` ·
+``idp audit tail`` · ``idp recovery list|show|approve|deny`` · ``idp mail send|status`` ·
 ``idp client add`` · ``idp routes`` · ``idp keys rotate`` · ``idp seed-demo --json`` · ``idp demo``
 """
 
@@ -137,7 +137,7 @@ def practitioner() -> None:
 def practitioner_add(rpps, given_name, family_name, profession_code, email) -> None:
     """Create an invited practitioner and print a one-time enrolment link (JSON)."""
     from idp.accounts import service
-    from idp.services import clock, settings
+    from idp.services import clock
 
     app = make_app()
     with app.app_context():
@@ -163,7 +163,7 @@ def practitioner_add(rpps, given_name, family_name, profession_code, email) -> N
                 {
                     "rpps": created.rpps,
                     "status": created.status,
-                    "enrolment_url": f"{settings().issuer}/enrol/{token}",
+                    "enrolment_url": service.enrolment_url(token),
                     "expires_in_hours": int(service.INVITATION_TTL.total_seconds() // 3600),
                 }
             )
@@ -206,7 +206,7 @@ def practitioner_import(path, dry_run, operator) -> None:
     number, and then nothing is imported. Prints one JSON line per practitioner."""
     from idp import audit
     from idp.accounts import service
-    from idp.services import clock, settings
+    from idp.services import clock
 
     with open(path, encoding="utf-8-sig") as handle:
         text = handle.read()
@@ -231,7 +231,7 @@ def practitioner_import(path, dry_run, operator) -> None:
         for created, token in imported:
             line = {"rpps": created.rpps, "status": "checked" if dry_run else created.status}
             if token is not None:
-                line["enrolment_url"] = f"{settings().issuer}/enrol/{token}"
+                line["enrolment_url"] = service.enrolment_url(token)
             click.echo(json.dumps(line))
 
 
@@ -366,7 +366,7 @@ def invite() -> None:
 def invite_resend(rpps, operator) -> None:
     """A new enrolment link for a practitioner still invited; earlier links stop working."""
     from idp.accounts import service
-    from idp.services import clock, settings
+    from idp.services import clock
 
     app = make_app()
     with app.app_context():
@@ -383,11 +383,63 @@ def invite_resend(rpps, operator) -> None:
             json.dumps(
                 {
                     "rpps": found.rpps,
-                    "enrolment_url": f"{settings().issuer}/enrol/{token}",
+                    "enrolment_url": service.enrolment_url(token),
                     "expires_in_hours": int(service.INVITATION_TTL.total_seconds() // 3600),
                 }
             )
         )
+
+
+@main.group()
+def mail() -> None:
+    """Email: the outbox and its sender."""
+
+
+@mail.command("send")
+@json_option
+def mail_send(as_json) -> None:
+    """Deliver the messages due now (the served app also does it every few seconds)."""
+    from idp import mail as outbox_mail
+    from idp.mail.sender import DISABLED_LINE
+
+    app = make_app()
+    if not app.extensions["idp.settings"].mail.enabled:
+        click.echo(DISABLED_LINE, err=True)
+    report = outbox_mail.deliver_app(app)
+    state = outbox_mail.status(app)
+    counts = {**report.as_dict(), "waiting": state.waiting}
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(
+            f"sent {report.sent}, retried later {report.retried}, given up {report.given_up}, "
+            f"waiting {state.waiting}"
+        )
+    dispose_app(app)
+    if report.unreachable:
+        sys.exit(1)
+
+
+@mail.command("status")
+@json_option
+def mail_status(as_json) -> None:
+    """Messages waiting, given up and sent, and the oldest waiting."""
+    from idp import mail as outbox_mail
+
+    app = make_app()
+    state = outbox_mail.status(app)
+    dispose_app(app)
+    if as_json:
+        click.echo(json.dumps(state.as_dict()))
+        return
+    data = state.as_dict()
+    click.echo(f"waiting: {data['waiting']}")
+    click.echo(f"failed: {data['failed']}")
+    click.echo(f"sent: {data['sent']}")
+    click.echo(f"oldest waiting: {data['oldest_waiting'] or '-'}")
+    click.echo(f"next attempt: {data['next_attempt_at'] or '-'}")
+    if not app.extensions["idp.settings"].mail.enabled:
+        click.echo("IDP_SMTP_HOST is not set: email is off, messages stay queued")
 
 
 @main.group()

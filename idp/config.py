@@ -23,6 +23,27 @@ class ConfigError(Exception):
     """The configuration cannot run safely; the message says what to set."""
 
 
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
+@dataclass
+class MailSettings:
+    """The SMTP server email is handed to. ``host`` None: mail is off, messages wait queued."""
+
+    host: str | None = None
+    port: int = 25
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: str = "none"
+    """``none``, ``starttls`` (upgrade on the plain port) or ``tls`` (TLS from the start)."""
+    sender: str = "no-reply@localhost"
+    timeout: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
 @dataclass
 class Settings:
     issuer: str
@@ -63,6 +84,8 @@ class Settings:
     """Different operators who must approve an account recovery (``IDP_RECOVERY_APPROVALS``)."""
     recovery_cooling_off_seconds: int = 24 * 3600
     """Delay between the approval and the recovery link working (``IDP_RECOVERY_COOLING_OFF``)."""
+    mail: MailSettings = field(default_factory=MailSettings)
+    """How email leaves (``IDP_SMTP_*``, ``IDP_MAIL_FROM``); no host: mail stays queued."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -171,6 +194,38 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             variable="IDP_RECOVERY_COOLING_OFF",
             default=24 * 3600,
         ),
+        mail=load_mail_settings(env, issuer=env.get("IDP_ISSUER", "http://localhost:5000")),
+    )
+
+
+DEFAULT_SECURITY = {465: "tls", 587: "starttls"}
+
+
+def load_mail_settings(env: dict[str, str], *, issuer: str) -> MailSettings:
+    port = parse_port(env.get("IDP_SMTP_PORT", ""), variable="IDP_SMTP_PORT", default=25)
+    security = env.get("IDP_SMTP_SECURITY", "").strip().lower() or DEFAULT_SECURITY.get(
+        port, "none"
+    )
+    if security not in SMTP_SECURITY:
+        raise ConfigError(
+            f"IDP_SMTP_SECURITY: {security!r} is not one of {', '.join(SMTP_SECURITY)}"
+        )
+    timeout_text = env.get("IDP_SMTP_TIMEOUT", "").strip() or "10"
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout <= 300:
+        raise ConfigError(f"IDP_SMTP_TIMEOUT: {timeout_text!r} is not a number of seconds (1-300)")
+    host = urlsplit(issuer).hostname or "localhost"
+    return MailSettings(
+        host=env.get("IDP_SMTP_HOST", "").strip() or None,
+        port=port,
+        username=env.get("IDP_SMTP_USERNAME") or None,
+        password=env.get("IDP_SMTP_PASSWORD") or None,
+        security=security,
+        sender=env.get("IDP_MAIL_FROM", "").strip() or f"no-reply@{host}",
+        timeout=timeout,
     )
 
 

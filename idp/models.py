@@ -72,6 +72,8 @@ class Practitioner(Base):
     webauthn_user_handle: Mapped[bytes | None] = mapped_column(
         LargeBinary(64), unique=True, index=True
     )
+    # The language of the emails sent to them: the page's language at their last login.
+    language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
 
     totp_devices: Mapped[list[TotpDevice]] = relationship(back_populates="practitioner")
 
@@ -465,3 +467,30 @@ class PasswordReset(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- mail
+
+
+class OutboxMessage(Base):
+    """An email waiting to be sent (``idp.mail``), queued in the unit of work that caused it.
+
+    The bodies are encrypted with the data key and bound to the row (``idp.mail.outbox``):
+    an invitation, a password reset or a recovery carries its link. Once the message is sent
+    they are cleared; the row stays, with its subject and ``sent_at``, as the record of what
+    was sent. ``next_attempt_at`` is None once the message is sent or given up."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_due", "sent_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    to_address: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(200))

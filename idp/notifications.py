@@ -5,9 +5,12 @@ work as the change: the message is queued in the database with it (and so never 
 change that was rolled back), and delivered later by the mail sender (``idp.mail``), so that
 sending never blocks or breaks a login.
 
-``context`` holds plain display values (a factor's name, an application's name, a date already
-formatted) and, for the few messages that carry one, ``link``: the invitation, password-reset
-or recovery link. No other message carries a link that logs in, and none carries a secret.
+``context`` holds plain display values (a factor's name, an application's name, a method's
+kind, a date as an aware ``datetime``: the message shows it in the practitioner's language and
+time zone) and, for the few messages that carry one, ``link``: the invitation, password-reset
+or recovery link. No other message carries a link that logs in (``idp.mail`` refuses a link
+anywhere else, and a missing one where it belongs), and none carries a secret. Each event has
+a subject in ``idp.mail.render.SUBJECTS`` and ``templates/mail/<event>.txt|.html``.
 """
 
 from __future__ import annotations

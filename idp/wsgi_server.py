@@ -83,11 +83,16 @@ class IdPServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        """In each worker: the app, and the mail sender's thread beside it (never a request's
+        work; the workers take turns, see ``idp.mail.worker``)."""
         if self.factory is not None:
             return self.factory()
         from idp import create_app
+        from idp.mail import worker
 
-        return create_app()
+        app = create_app()
+        worker.start(app)
+        return app
 
 
 def run(*, host: str, port: int, workers: int, factory=None) -> None:

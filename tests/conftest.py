@@ -111,3 +111,16 @@ def card(softhsm, card_pki, rpps):
         given_name="JEANNE",
         crl_url_template=card_pki.crl_url_template,
     )
+
+
+# --------------------------------------------------------------------------- email
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free port, collecting what it receives."""
+    from tests.support.smtp import SmtpServer
+
+    server = SmtpServer().start()
+    yield server
+    server.stop()

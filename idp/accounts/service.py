@@ -13,7 +13,9 @@ from idp.auth.enrolment import InvitationInvalidError
 from idp.clock import Clock
 from idp.crypto import hash_password, hash_token, new_token
 from idp.models import Invitation, Practitioner, PractitionerStatus
+from idp.notifications import notify
 from idp.professions import PROFESSIONS
+from idp.services import settings
 
 INVITATION_TTL = dt.timedelta(days=3)
 MIN_PASSWORD_LENGTH = 12
@@ -97,7 +99,14 @@ def create_practitioner(
     return practitioner
 
 
+def enrolment_url(token: str) -> str:
+    """The link an invitation is opened with (``/enrol/<token>``), on this deployment."""
+    return f"{settings().issuer}/enrol/{token}"
+
+
 def create_invitation(db: Session, *, practitioner: Practitioner, clock: Clock) -> str:
+    """A one-time enrolment link, emailed to the practitioner in the same unit of work (the
+    token is returned once, for the operator); the caller commits."""
     token = new_token(32)
     now = clock.now()
     db.add(
@@ -109,6 +118,9 @@ def create_invitation(db: Session, *, practitioner: Practitioner, clock: Clock) 
         )
     )
     audit.record(db, "account:invitation:created", practitioner_id=practitioner.id)
+    notify(
+        db, practitioner, "invitation", link=enrolment_url(token), expires_at=now + INVITATION_TTL
+    )
     return token
 
 

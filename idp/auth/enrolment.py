@@ -11,7 +11,7 @@ import datetime as dt
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from idp import audit
+from idp import audit, mail
 from idp.models import Invitation, Practitioner, PractitionerStatus
 
 
@@ -31,5 +31,6 @@ def accept_invitation(db: Session, *, invitation: Invitation, now: dt.datetime) 
         raise InvitationInvalidError()
     practitioner = db.get(Practitioner, invitation.practitioner_id)
     practitioner.status = PractitionerStatus.ACTIVE
+    mail.remember_language(db, practitioner.id)  # their emails' language
     audit.record(db, "account:invitation:accepted", practitioner_id=practitioner.id)
     return practitioner

@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from idp import audit
+from idp import audit, mail
 from idp.crypto import new_token
 from idp.models import AuditEvent, Invitation, Practitioner, PractitionerStatus
 from idp.services import methods
@@ -533,6 +533,7 @@ def complete_login(
 ) -> CompletedLogin:
     """The only place a login becomes complete (a browser's, or a decoupled one's)."""
     failures, last_failure = failed_attempts_since_last_login(db, authentication.practitioner_id)
+    mail.remember_language(db, authentication.practitioner_id)  # their emails' language
     sid = new_token(16)
     audit.record(
         db,

@@ -6,7 +6,11 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import read_mo
 
 ROOT = Path(__file__).resolve().parents[3]
-METHODS = [("idp/**.py", "python"), ("templates/**.html", "jinja2")]
+METHODS = [
+    ("idp/**.py", "python"),
+    ("templates/**.html", "jinja2"),
+    ("templates/**.txt", "jinja2"),
+]
 KEYWORDS = {"_": None, "gettext": None, "_l": None, "lazy_gettext": None, "ngettext": (1, 2)}
 
 
