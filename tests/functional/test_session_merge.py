@@ -259,7 +259,7 @@ def test_the_practitioner_column_follows_the_merged_data(app):
     sid = started(app, sessions, {"csrf_token": "t"})
     login_elsewhere = open_request(app, sessions, sid)
     authorize = open_request(app, sessions, sid)
-    login_elsewhere["auth"] = {"pid": 42}
+    login_elsewhere["auth"] = {"practitioner_id": 42}
     authorize["authz"] = PENDING
     finish(app, sessions, login_elsewhere)
     finish(app, sessions, authorize)
