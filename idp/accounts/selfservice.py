@@ -255,10 +255,10 @@ def not_me(db: Session, store, practitioner: Practitioner, event_id: int, *, now
         "account:not_me",
         practitioner_id=practitioner.id,
         event_id=event.id,
-        event=event.event,
+        reported=event.event,
         tokens=revoked,
     )
-    notify(db, practitioner, "not_me", event=event.event, at=event.at.isoformat())
+    notify(db, practitioner, "not_me", reported=event.event, at=event.at.isoformat())
     db.commit()  # the flag first: a login completed from now on must change the password
     store.delete_for(practitioner.id)
     return True
