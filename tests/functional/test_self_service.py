@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from authlib.integrations.base_client.errors import OAuthError
 from sqlalchemy import select
 
 from idp.accounts.selfservice import describe_user_agent
@@ -292,12 +293,17 @@ def test_this_wasnt_me_signs_out_everywhere_and_forces_a_new_password(server, cl
     assert refused.status_code == 404
     assert not practitioner(server, camille["id"]).password_change_required
 
+    waiting = RelyingParty(server.url, client_id, secret, REDIRECT)  # a code not yet redeemed
+    code_at = there.get(waiting.authorization_url()).headers["Location"]
+    assert "code" in query_of(code_at)
     reported = here.post("/account/activity/not-me", {"event": str(ids[0])}, page.text)
     assert reported.status_code == 200 and "Your account is protected" in reported.text
     assert "choose a new password" in reported.text
     assert not signed_in(here) and not signed_in(there)
     assert userinfo(server, token) == 401
     assert practitioner(server, camille["id"]).password_change_required
+    with pytest.raises(OAuthError):  # nor is a code issued before the report redeemed
+        waiting.exchange(code_at)
     not_me = [e for e in events(server, camille["id"]) if e.event == "account:not_me"]
     assert len(not_me) == 1 and not_me[0].details["event_id"] == ids[0]
 
