@@ -18,7 +18,7 @@ from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import AuditEvent, Consent, Practitioner, Token
 from idp.services import cipher
-from idp.sessions import DatabaseStore, RedisStore
+from idp.sessions import Changes, DatabaseStore, RedisStore
 from tests.support import factories
 from tests.support.idp_server import LiveServer, build_app
 from tests.support.oidc import RelyingParty, UserAgent, csrf_token, query_of, totp_now
@@ -170,6 +170,78 @@ def test_a_user_agent_in_a_few_words(header, name, system):
 
 
 # --------------------------------------------------------------------------- sessions
+
+
+@pytest.fixture(params=["database", "redis"])
+def store(request, app):
+    """The session store itself, in the database or in Redis (a prefix of its own)."""
+    if request.param == "database":
+        yield app.session_interface.store
+        return
+    client = request.getfixturevalue("redis_client")
+    prefix = f"test:{uuid.uuid4().hex}:session:"
+    yield RedisStore(client, prefix=prefix)
+    for name in client.scan_iter(prefix + "*"):
+        client.delete(name)
+
+
+def opened(store, practitioner_id: int | None, *, user_agent: str = FIREFOX) -> str:
+    sid = uuid.uuid4().hex
+    data = {"csrf_token": "t"}
+    if practitioner_id is not None:
+        data["auth"] = {"practitioner_id": practitioner_id, "sid": sid[:8]}
+    meta = {"ip": "192.0.2.7", "user_agent": user_agent}
+    assert store.save(sid, data, 1000.0, 1000.0, 3600, new=True, meta=meta)
+    return sid
+
+
+def listed(store, practitioner_id: int) -> set[str]:
+    return {s.id_hash for s in store.list_for(practitioner_id)}
+
+
+def test_a_store_lists_and_ends_one_practitioners_sessions(store):
+    first, second = opened(store, 7), opened(store, 7, user_agent="x" * 400)
+    someone_else, anonymous = opened(store, 8), opened(store, None)
+    assert listed(store, 7) == {hash_token(first), hash_token(second)}
+    assert listed(store, 8) == {hash_token(someone_else)}
+    kept = {s.id_hash: s for s in store.list_for(7)}
+    assert kept[hash_token(second)].user_agent == "x" * 300
+    assert kept[hash_token(first)].ip == "192.0.2.7"
+    assert kept[hash_token(first)].created_at == 1000.0
+
+    assert not store.delete_by_handle(8, hash_token(first))  # not theirs
+    assert store.load(first) is not None
+    assert store.delete_by_handle(7, hash_token(first))
+    assert store.load(first) is None and listed(store, 7) == {hash_token(second)}
+
+    # The login ends in a session (its key "auth" goes): it is no longer the practitioner's.
+    assert store.merge(second, Changes(removed=frozenset({"auth"})), 1001.0, 3600)
+    assert listed(store, 7) == set()
+    assert store.merge(second, Changes({"auth": {"practitioner_id": 7}}), 1002.0, 3600)
+    assert listed(store, 7) == {hash_token(second)}
+
+    third = opened(store, 7)
+    assert store.delete_for(7, keep=hash_token(third)) == 1
+    assert listed(store, 7) == {hash_token(third)}
+    assert store.delete_for(7) == 1 and listed(store, 7) == set()
+    assert store.load(someone_else) is not None and store.load(anonymous) is not None
+
+
+def test_redis_drops_index_entries_whose_session_expired(app, redis_client):
+    prefix = f"test:{uuid.uuid4().hex}:session:"
+    store = RedisStore(redis_client, prefix=prefix)
+    try:
+        gone, live = opened(store, 7), opened(store, 7)
+        index = f"{prefix}by-practitioner:7"
+        assert redis_client.ttl(index) > 0  # the index expires with the last session
+        redis_client.delete(prefix + hash_token(gone))  # as its TTL would
+        assert listed(store, 7) == {hash_token(live)}
+        assert redis_client.smembers(index) == {hash_token(live).encode()}
+        store.delete(live)
+        assert not redis_client.exists(index)
+    finally:
+        for name in redis_client.scan_iter(prefix + "*"):
+            redis_client.delete(name)
 
 
 def test_the_account_page_lists_only_ones_own_sessions_and_signs_one_out(server, clock):
