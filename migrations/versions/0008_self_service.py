@@ -9,10 +9,16 @@ and the indexes the page reads through
   application;
 - ``audit_events (practitioner_id, id)``: the security history, newest first, a page at a time.
 
+``web_sessions.practitioner_id`` was left empty until now (the store read the wrong key): it is
+filled in here from each open session's data, so that "Sign out everywhere" and "This wasn't
+me" reach the sessions opened before the upgrade too.
+
 Revision ID: 0008
 Revises: 0005
 Create Date: 2026-12-02 04:30:00
 """
+
+import json
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,6 +38,19 @@ def upgrade() -> None:
             "password_change_required", sa.Boolean(), nullable=False, server_default=sa.false()
         ),
     )
+    sessions = sa.table(
+        "web_sessions",
+        sa.column("id_hash", sa.String),
+        sa.column("data", sa.Text),
+        sa.column("practitioner_id", sa.Integer),
+    )
+    conn = op.get_bind()
+    for id_hash, data in conn.execute(sa.select(sessions.c.id_hash, sessions.c.data)).all():
+        owner = _owner(data)
+        if owner is not None:
+            conn.execute(
+                sessions.update().where(sessions.c.id_hash == id_hash).values(practitioner_id=owner)
+            )
     op.create_index(
         "ix_tokens_practitioner_client_issued",
         "tokens",
@@ -40,6 +59,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_audit_events_practitioner_newest", "audit_events", ["practitioner_id", "id"]
     )
+
+
+def _owner(data: str) -> int | None:
+    """The practitioner of a session's completed login (``idp.auth.flow``), as the store reads
+    it now."""
+    try:
+        completed = json.loads(data).get("auth")
+    except (ValueError, AttributeError):
+        return None
+    owner = completed.get("practitioner_id") if isinstance(completed, dict) else None
+    return owner if isinstance(owner, int) and not isinstance(owner, bool) else None
 
 
 def downgrade() -> None:
