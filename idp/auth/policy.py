@@ -150,6 +150,12 @@ def init_app(app: Flask) -> None:
                 return json_denied()
             LoginState.current().set_next(request.full_path if request.method == "GET" else None)
             return redirect(url_for("auth.login"))
+        if (
+            declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG)
+            and request.endpoint != FORCED_CHANGE_PAGE
+            and password_change_pending()
+        ):
+            return json_denied() if wants_json() else redirect(url_for(FORCED_CHANGE_PAGE))
         if declared is Policy.RECENT_STRONG:
             auth_time = dt.datetime.fromtimestamp(current_auth().auth_time, dt.UTC)
             if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:
@@ -159,12 +165,6 @@ def init_app(app: Flask) -> None:
                     request.full_path if request.method == "GET" else None
                 )
                 return redirect(url_for("auth.reauthenticate"))
-        if (
-            declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG)
-            and request.endpoint != FORCED_CHANGE_PAGE
-            and password_change_pending()
-        ):
-            return json_denied() if wants_json() else redirect(url_for(FORCED_CHANGE_PAGE))
         if declared in (Policy.DEVICE, Policy.ADMIN):
             abort(404)  # no such routes are served yet: nothing reaches them
         return None
