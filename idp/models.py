@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -74,6 +75,10 @@ class Practitioner(Base):
     )
     # The language of the emails sent to them: the page's language at their last login.
     language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
+    # "This wasn't me": the next login must choose a new password before anything else.
+    password_change_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
 
     totp_devices: Mapped[list[TotpDevice]] = relationship(back_populates="practitioner")
 
@@ -234,6 +239,11 @@ class Token(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
+    __table_args__ = (
+        # the account page: a practitioner's last token for each application
+        Index("ix_tokens_practitioner_client_issued", "practitioner_id", "client_id", "issued_at"),
+    )
+
 
 class SigningKey(Base):
     __tablename__ = "signing_keys"
@@ -254,6 +264,9 @@ class WebSession(Base):
     practitioner_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # where the login was made from, shown on the account page (written at each login step)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
 
 
 class ThrottleCounter(Base):
@@ -272,6 +285,8 @@ class AuditEvent(Base):
     __table_args__ = (
         # a practitioner's events of one kind over time (failed attempts since the last login)
         Index("ix_audit_events_practitioner_event_at", "practitioner_id", "event", "at"),
+        # the account's security history, newest first, a page at a time
+        Index("ix_audit_events_practitioner_newest", "practitioner_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -10,6 +10,13 @@ therefore writes back only what it changed: the top-level keys it set or modifie
 it removed, compared with what it loaded, merged onto what is stored *now*, atomically against
 the other requests' writes. Two requests that each set a different key both keep it; for one
 key, the last write wins. Only a new session and a rotation write the whole session.
+
+Each store also lists and ends the sessions of one practitioner (the account page's list of
+sessions, "Sign out everywhere"), through an index of that practitioner's sessions only:
+``practitioner_id`` in the database, a set of id hashes per practitioner in Redis. A session
+belongs to a practitioner once its login is complete. A new session records where it was
+opened from (the client's address and the browser's User-Agent, cut to 300 characters): a
+login step always writes a new session, so that is where the login was made.
 """
 
 from __future__ import annotations
@@ -99,13 +106,32 @@ def cookie_name(app: Flask) -> str:
     return "__Host-idp_session" if app.extensions["idp.settings"].is_https else "idp_session"
 
 
-def _practitioner_id(data: dict):
-    """Whose completed login the session holds (``idp.auth.flow.CompletedLogin``), if any."""
+USER_AGENT_CHARS = 300
+
+
+def _practitioner_id(data: dict) -> int | None:
+    """The practitioner of the session's completed login (``idp.auth.flow``), if any."""
     completed = data.get("auth")
-    if not isinstance(completed, dict):
-        return None
-    found = completed.get("practitioner_id")
-    return found if isinstance(found, int) else None
+    value = completed.get("practitioner_id") if isinstance(completed, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """One session as the account page lists it; ``id_hash`` names it, never its id."""
+
+    id_hash: str
+    created_at: float
+    last_seen_at: float
+    ip: str | None
+    user_agent: str | None
+
+
+def _origin(meta: dict | None) -> tuple[str | None, str | None]:
+    meta = meta or {}
+    ip = meta.get("ip")
+    user_agent = meta.get("user_agent")
+    return (ip[:64] if ip else None), (user_agent[:USER_AGENT_CHARS] if user_agent else None)
 
 
 class DatabaseStore:
@@ -151,9 +177,20 @@ class DatabaseStore:
             as_utc(row.last_seen_at).timestamp(),
         )
 
-    def save(self, sid: str, data: dict, created_at: float, now: float, ttl: int, *, new: bool):
+    def save(
+        self,
+        sid: str,
+        data: dict,
+        created_at: float,
+        now: float,
+        ttl: int,
+        *,
+        new: bool,
+        meta: dict | None = None,
+    ):
         """Write a whole session: a new one, or one that still exists (a session deleted
-        meanwhile, logged out or rotated by a concurrent request, is never brought back)."""
+        meanwhile, logged out or rotated by a concurrent request, is never brought back).
+        ``meta`` (``ip``, ``user_agent``): where a new session is opened from."""
         values = {
             "data": json.dumps(data),
             "practitioner_id": _practitioner_id(data),
@@ -161,10 +198,13 @@ class DatabaseStore:
         }
         with self._engine().begin() as conn:
             if new:
+                ip, user_agent = _origin(meta)
                 conn.execute(
                     insert(WebSession).values(
                         id_hash=hash_token(sid),
                         created_at=dt.datetime.fromtimestamp(created_at, dt.UTC),
+                        ip=ip,
+                        user_agent=user_agent,
                         **values,
                     )
                 )
@@ -217,33 +257,47 @@ class DatabaseStore:
         with self._engine().begin() as conn:
             conn.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
 
-    def sign_out_practitioner(self, practitioner_id: int) -> int:
-        """Every session signed in as this practitioner ends now (by the indexed column)."""
+    def list_for(self, practitioner_id: int) -> list[StoredSession]:
+        """The practitioner's sessions (through the index on ``practitioner_id``), timed out
+        or not: the caller applies the timeouts."""
+        with self._engine().connect() as conn:
+            rows = conn.execute(
+                select(
+                    WebSession.id_hash,
+                    WebSession.created_at,
+                    WebSession.last_seen_at,
+                    WebSession.ip,
+                    WebSession.user_agent,
+                ).where(WebSession.practitioner_id == practitioner_id)
+            ).all()
+        return [
+            StoredSession(
+                row.id_hash,
+                as_utc(row.created_at).timestamp(),
+                as_utc(row.last_seen_at).timestamp(),
+                row.ip,
+                row.user_agent,
+            )
+            for row in rows
+        ]
+
+    def delete_for(self, practitioner_id: int, *, keep: str | None = None) -> int:
+        """End every session of the practitioner but ``keep`` (an id hash); how many ended."""
+        condition = WebSession.practitioner_id == practitioner_id
+        if keep is not None:
+            condition = condition & (WebSession.id_hash != keep)
         with self._engine().begin() as conn:
-            return conn.execute(
-                delete(WebSession).where(WebSession.practitioner_id == practitioner_id)
+            return conn.execute(delete(WebSession).where(condition)).rowcount
+
+    def delete_by_handle(self, practitioner_id: int, handle: str) -> bool:
+        """End the session named ``handle`` (its id hash) if it is this practitioner's."""
+        with self._engine().begin() as conn:
+            deleted = conn.execute(
+                delete(WebSession).where(
+                    WebSession.id_hash == handle, WebSession.practitioner_id == practitioner_id
+                )
             ).rowcount
-
-
-# KEYS: the practitioner's index of session ids; ARGV: the session key prefix, the id.
-# Each indexed session is deleted if it is still signed in as that practitioner.
-SIGN_OUT_SCRIPT = """
-local count = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local raw = redis.call('GET', ARGV[1] .. member)
-  if raw then
-    local ok, record = pcall(cjson.decode, raw)
-    if ok and type(record) == 'table' and type(record.data) == 'table'
-        and type(record.data.auth) == 'table'
-        and tostring(record.data.auth.practitioner_id) == ARGV[2] then
-      redis.call('DEL', ARGV[1] .. member)
-      count = count + 1
-    end
-  end
-end
-redis.call('DEL', KEYS[1])
-return count
-"""
+        return deleted == 1
 
 
 class RedisStore:
@@ -262,6 +316,16 @@ class RedisStore:
         self._redis = client
         self._prefix = prefix
 
+    def _index(self, practitioner_id: int) -> str:
+        """The set of a practitioner's session id hashes. An entry outlives its session when
+        the session's key expires: listing drops it. The set expires with the last session."""
+        return f"{self._prefix}by-practitioner:{practitioner_id}"
+
+    def _indexed(self, pipe, practitioner_id: int | None, id_hash: str, ttl: int) -> None:
+        if practitioner_id is not None:
+            pipe.sadd(self._index(practitioner_id), id_hash)
+            pipe.expire(self._index(practitioner_id), ttl)
+
     def load(self, sid: str):
         raw = self._redis.get(self._prefix + hash_token(sid))
         if raw is None:
@@ -269,46 +333,32 @@ class RedisStore:
         record = json.loads(raw)
         return record["data"], record["created_at"], record["last_seen_at"]
 
-    def _index(self, practitioner_id: int) -> str:
-        """The ids of the sessions signed in as this practitioner (for signing them out)."""
-        return f"{self._prefix}practitioner:{practitioner_id}"
-
-    def _add_to_index(self, pipe, data: dict, id_hash: str, now: float, ttl: int) -> None:
-        """A sorted set scored by each session's expiry: the ones past it are pruned here,
-        so the index never grows beyond the sessions that may still be alive."""
-        practitioner_id = _practitioner_id(data)
-        if practitioner_id is not None:
-            index = self._index(practitioner_id)
-            pipe.zadd(index, {id_hash: now + ttl})
-            pipe.zremrangebyscore(index, "-inf", now)
-            pipe.expire(index, ttl)
-
-    def save(self, sid, data, created_at, now, ttl, *, new: bool) -> bool:
+    def save(self, sid, data, created_at, now, ttl, *, new: bool, meta=None) -> bool:
         record = {"data": data, "created_at": created_at, "last_seen_at": now}
+        if new:
+            record["ip"], record["user_agent"] = _origin(meta)
+        else:
+            stored = self._redis.get(self._prefix + hash_token(sid))
+            if stored is not None:
+                previous = json.loads(stored)
+                record.update(ip=previous.get("ip"), user_agent=previous.get("user_agent"))
         id_hash = hash_token(sid)
         name = self._prefix + id_hash
         # NX for a new id, XX for an existing one: a session deleted meanwhile stays deleted.
-        saved = bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
-        if saved and _practitioner_id(data) is not None:
+        written = bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
+        if written and _practitioner_id(data) is not None:
             with self._redis.pipeline() as pipe:
-                self._add_to_index(pipe, data, id_hash, now, ttl)
+                self._indexed(pipe, _practitioner_id(data), id_hash, ttl)
                 pipe.execute()
-        return saved
-
-    def sign_out_practitioner(self, practitioner_id: int) -> int:
-        """Every session signed in as this practitioner ends now (through their index)."""
-        return int(
-            self._redis.eval(
-                SIGN_OUT_SCRIPT, 1, self._index(practitioner_id), self._prefix, practitioner_id
-            )
-        )
+        return written
 
     def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
         """Apply ``changes`` to the session as stored now (see the class). True while the
         session exists afterwards; False if it was gone, or left empty and so deleted."""
         from redis.exceptions import WatchError
 
-        name = self._prefix + hash_token(sid)
+        id_hash = hash_token(sid)
+        name = self._prefix + id_hash
         with self._redis.pipeline() as pipe:
             for _ in range(MERGE_ATTEMPTS):
                 try:
@@ -317,14 +367,18 @@ class RedisStore:
                     if raw is None:
                         return False  # leaving the block resets the pipeline (UNWATCH)
                     record = json.loads(raw)
+                    before = _practitioner_id(record["data"])
                     merged = changes.apply(record["data"])
+                    after = _practitioner_id(merged) if merged else None
                     pipe.multi()
                     if merged:
                         record.update(data=merged, last_seen_at=now)
                         pipe.set(name, json.dumps(record), ex=ttl)
-                        self._add_to_index(pipe, merged, name[len(self._prefix) :], now, ttl)
                     else:
                         pipe.delete(name)
+                    if before is not None and before != after:
+                        pipe.srem(self._index(before), id_hash)
+                    self._indexed(pipe, after, id_hash, ttl)
                     pipe.execute()
                     return bool(merged)
                 except WatchError:
@@ -332,7 +386,61 @@ class RedisStore:
         raise SessionWriteConflictError("the session changed under every attempt to write it")
 
     def delete(self, sid: str) -> None:
-        self._redis.delete(self._prefix + hash_token(sid))
+        self._delete_hash(hash_token(sid))
+
+    def _delete_hash(self, id_hash: str) -> None:
+        name = self._prefix + id_hash
+        raw = self._redis.getdel(name)
+        owner = _practitioner_id(json.loads(raw)["data"]) if raw is not None else None
+        if owner is not None:
+            self._redis.srem(self._index(owner), id_hash)
+
+    def _records(self, practitioner_id: int) -> dict[str, dict]:
+        """The practitioner's live sessions by id hash; index entries whose session expired
+        (or now belongs to no one, or to someone else) are dropped from the index."""
+        index = self._index(practitioner_id)
+        hashes = sorted(member.decode() for member in self._redis.smembers(index))
+        if not hashes:
+            return {}
+        found, stale = {}, []
+        for id_hash, raw in zip(
+            hashes, self._redis.mget([self._prefix + h for h in hashes]), strict=True
+        ):
+            record = json.loads(raw) if raw is not None else None
+            if record is None or _practitioner_id(record["data"]) != practitioner_id:
+                stale.append(id_hash)
+            else:
+                found[id_hash] = record
+        if stale:
+            self._redis.srem(index, *stale)
+        return found
+
+    def list_for(self, practitioner_id: int) -> list[StoredSession]:
+        return [
+            StoredSession(
+                id_hash,
+                record["created_at"],
+                record["last_seen_at"],
+                record.get("ip"),
+                record.get("user_agent"),
+            )
+            for id_hash, record in self._records(practitioner_id).items()
+        ]
+
+    def delete_for(self, practitioner_id: int, *, keep: str | None = None) -> int:
+        ended = [h for h in self._records(practitioner_id) if h != keep]
+        if ended:
+            with self._redis.pipeline() as pipe:
+                pipe.delete(*(self._prefix + h for h in ended))
+                pipe.srem(self._index(practitioner_id), *ended)
+                pipe.execute()
+        return len(ended)
+
+    def delete_by_handle(self, practitioner_id: int, handle: str) -> bool:
+        if handle not in self._records(practitioner_id):
+            return False
+        self._delete_hash(handle)
+        return True
 
 
 class ServerSessionInterface(SessionInterface):
@@ -406,8 +514,27 @@ class ServerSessionInterface(SessionInterface):
                 forget()
             return
         session.sid = new_token(32)
-        self.store.save(session.sid, dict(session), session.created_at, now, absolute, new=True)
+        self.store.save(
+            session.sid,
+            dict(session),
+            session.created_at,
+            now,
+            absolute,
+            new=True,
+            meta=_request_origin(),
+        )
         response.set_cookie(
             name, session.sid, httponly=True, secure=secure, samesite="Lax", path="/"
         )
         response.vary.add("Cookie")
+
+
+def _request_origin() -> dict:
+    """Where this request comes from, for a new session (see the module)."""
+    from flask import has_request_context, request
+
+    from idp.services import client_address
+
+    if not has_request_context():
+        return {}
+    return {"ip": client_address(), "user_agent": request.headers.get("User-Agent", "")}

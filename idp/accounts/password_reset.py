@@ -159,4 +159,4 @@ def complete_reset(
     db.commit()
     # After the commit: a session signed in before now used the old password and ends; the
     # store is not the request's transaction (SQLite would wait on its own write lock).
-    return sessions.sign_out_practitioner(practitioner.id)
+    return sessions.delete_for(practitioner.id)

@@ -567,7 +567,7 @@ def complete(db: Session, request_id: object, *, now: dt.datetime, methods, sess
     # After the commit: the session store writes on its own connection (on SQLite it would
     # wait on this transaction's write lock). Meanwhile the account is invited, which every
     # signed-in route checks, so no old session is honoured in between.
-    sessions.sign_out_practitioner(practitioner.id)
+    sessions.delete_for(practitioner.id)
     return invitation
 
 

@@ -113,6 +113,24 @@ def account_is_active() -> bool:
     return practitioner is not None and practitioner.status == PractitionerStatus.ACTIVE
 
 
+FORCED_CHANGE_PAGE = "accounts.required_password"
+"""The one page a practitioner whose password must change can reach once signed in."""
+
+
+def password_change_pending() -> bool:
+    """The signed-in practitioner reported an event that was not them ("This wasn't me"):
+    until they choose a new password, their login reaches nothing else, and no application
+    gets a code or a token for them."""
+    auth = current_auth()
+    if not auth:
+        return False
+    from idp.db import get_db
+    from idp.models import Practitioner
+
+    practitioner = get_db().get(Practitioner, auth.practitioner_id)
+    return practitioner is not None and practitioner.password_change_required
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def enforce():
@@ -132,6 +150,12 @@ def init_app(app: Flask) -> None:
                 return json_denied()
             LoginState.current().set_next(request.full_path if request.method == "GET" else None)
             return redirect(url_for("auth.login"))
+        if (
+            declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG)
+            and request.endpoint != FORCED_CHANGE_PAGE
+            and password_change_pending()
+        ):
+            return json_denied() if wants_json() else redirect(url_for(FORCED_CHANGE_PAGE))
         if declared is Policy.RECENT_STRONG:
             auth_time = dt.datetime.fromtimestamp(current_auth().auth_time, dt.UTC)
             if (now - auth_time).total_seconds() > RECENT_STRONG_SECONDS:

@@ -19,7 +19,13 @@ from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.password import PASSWORD, InvalidCredentialsError
-from idp.auth.policy import Policy, current_auth, policy
+from idp.auth.policy import (
+    FORCED_CHANGE_PAGE,
+    Policy,
+    current_auth,
+    password_change_pending,
+    policy,
+)
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
 from idp.redaction import mask_identifier
@@ -84,6 +90,8 @@ def after_login():
     reset = flow.state().password_reset
     if reset is not None and reset.proven:
         return redirect(url_for("password_reset.choose"), code=303)
+    if password_change_pending():  # "This wasn't me": a new password before anything else
+        return redirect(url_for(FORCED_CHANGE_PAGE), code=303)
     target = resume_url() or flow.state().take_next() or url_for("accounts.home")
     if not target.startswith("/") or target.startswith("//"):
         target = url_for("accounts.home")

@@ -156,6 +156,8 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
         practitioner = get_db().get(Practitioner, authorization_code.practitioner_id)
         if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
             return None
+        if practitioner.password_change_required:  # "This wasn't me" since the code was issued
+            return None
         return practitioner
 
 

@@ -27,7 +27,7 @@ from wtforms import ValidationError
 from idp import audit
 from idp.auth import assurance, flow
 from idp.auth.error_pages import Back, render_error
-from idp.auth.policy import Policy, current_auth, policy
+from idp.auth.policy import FORCED_CHANGE_PAGE, Policy, current_auth, policy
 from idp.crypto import hash_token
 from idp.db import get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
@@ -213,7 +213,7 @@ def record_consent(db, client: OAuthClient, practitioner: Practitioner, scope: s
     db.commit()
 
 
-def stash_and_login(grant, params, *, confirm: bool = False) -> Response:
+def stash_and_login(grant, params, *, confirm: bool = False, to: str | None = None) -> Response:
     """Keep the request while the practitioner signs in, or, already signed in at a lower
     level than asked (``confirm``), confirms with a stronger factor of theirs."""
     data = grant.request.payload.data
@@ -229,7 +229,7 @@ def stash_and_login(grant, params, *, confirm: bool = False) -> Response:
             client_name=grant.client.name,
         )
     )
-    return redirect(url_for("auth.reauthenticate" if confirm else "auth.login"))
+    return redirect(to or url_for("auth.reauthenticate" if confirm else "auth.login"))
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -250,6 +250,12 @@ def authorize():
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri)
             return stash_and_login(grant, params, confirm=reason == "step-up")
+        if practitioner.password_change_required:
+            # "This wasn't me": nothing is issued until a new password is chosen; the request
+            # waits, and continues once it is.
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=grant.redirect_uri)
+            return stash_and_login(grant, params, to=url_for(FORCED_CHANGE_PAGE))
         if needs_consent(db, grant.client, practitioner, grant):
             decision = request.form.get("consent_decision") if request.method == "POST" else None
             if decision is None:

@@ -4,7 +4,7 @@ A request is approved by operators (four eyes), then usable after a cooling-off 
 one-time link kept hashed. ``open_for`` is unique: at most one open request per practitioner.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-02 04:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
