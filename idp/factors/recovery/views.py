@@ -81,7 +81,7 @@ def landing():
         for enrolment in factor.enrolments(db, auth.practitioner_id, now=now)
         if enrolment.usable
         and enrolment.created_at is not None
-        and enrolment.created_at.timestamp() >= auth.auth_time
+        and enrolment.created_at.timestamp() >= auth.auth_time + 1  # after the code's second
     ]
     return render_template(
         "recovery_landing.html",
