@@ -36,6 +36,7 @@ from tests.support.oidc import (
     RelyingParty,
     UserAgent,
     csrf_token,
+    json_post,
     query_of,
     redeem_code,
     totp_now,
@@ -450,3 +451,15 @@ def test_no_token_is_issued_for_a_limited_login_even_with_a_code(live_server, de
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
     with live_server.app.app_context():
         assert get_db().execute(select(Token)).first() is None
+
+
+def test_a_limited_login_may_start_binding_a_security_key(live_server, demo):
+    """NIST-10 asks a login at the account's level to bind a key; the person who lost their
+    factors cannot give one: the recovery code stands for it (no confirmation is asked)."""
+    agent, _codes = limited_agent(live_server, demo)
+    page = agent.get("/account/webauthn/add")
+    assert page.status_code == 200 and page.url.endswith("/account/webauthn/add"), page.url
+    options = json_post(agent, "/account/webauthn/add/options", page.text, {"name": "Key"})
+    assert options.status_code == 200 and "challenge" in options.json()
+    renamed = json_post(agent, "/account/webauthn/1/rename", page.text, {"name": "x"})
+    assert renamed.status_code == 401  # anything else: refused (JSON) or sent to the landing
