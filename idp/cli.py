@@ -287,6 +287,8 @@ def practitioner_show(rpps, as_json) -> None:
     for factor in shown["factors"]:
         usable = "" if factor["usable"] else " (unusable)"
         click.echo(f"factor: {factor['kind']} {factor['name']!r} {factor['level']}{usable}")
+    if shown.get("recovery_codes_left") is not None:
+        click.echo(f"recovery_codes_left: {shown['recovery_codes_left']}")
 
 
 def change_status(rpps: str, operator: str, change) -> None:

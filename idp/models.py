@@ -509,3 +509,22 @@ class OutboxMessage(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+# --- recovery codes
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code of a practitioner, stored as its SHA-256 only.
+
+    A practitioner holds one set (ten codes) at a time: generating a new set marks every unused
+    code of the old one used. A code is consumed by one conditional UPDATE (``used_at IS NULL``).
+    """
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -80,6 +80,10 @@ LIMITS: dict[str, Limit] = {
     "webauthn.ip": ADDRESS,
     "webauthn.account": DEVICE,
     "webauthn.device": DEVICE,
+    # recovery codes, after the password (each code works once; ~80 bits each)
+    "recovery.ip": ADDRESS,
+    "recovery.account": DEVICE,
+    "recovery.device": DEVICE,
     # smart cards: per address only, a card's certificate is public (anyone could lock it)
     "smartcard.ip": ADDRESS,
     # account recovery requests (every factor lost), filed from one address

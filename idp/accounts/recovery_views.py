@@ -19,7 +19,7 @@ from idp.db import get_db
 from idp.ratelimit import key
 from idp.services import client_address, clock, methods, settings, throttle
 
-bp = Blueprint("recovery", __name__)
+bp = Blueprint("account_recovery", __name__)
 
 STEP = "account_recovery"
 """The opened link's request, kept server-side in the login state (never the token)."""
@@ -57,7 +57,7 @@ def format_when(value) -> str:
     return format_datetime(value, "d MMMM y, HH:mm")
 
 
-@bp.route("/login/recovery", methods=["GET", "POST"])
+@bp.route("/login/recovery-request", methods=["GET", "POST"])
 @policy(Policy.PUBLIC, get_changes_state=False)
 def request_form():
     """Every factor lost: ask for the account back. The same answer whatever matches."""
@@ -97,7 +97,7 @@ def open_link(token: str):
     except recovery.LinkInvalidError:
         return link_invalid()
     flow.state().set_step(STEP, {"request_id": found.id})
-    return redirect(url_for("recovery.link_page"), code=303)
+    return redirect(url_for("account_recovery.link_page"), code=303)
 
 
 @bp.route("/recover", methods=["GET", "POST"])

@@ -231,13 +231,15 @@ def details(db: Session, practitioner: Practitioner, *, methods, now: dt.datetim
             "created_at": enrolment.created_at.isoformat() if enrolment.created_at else None,
             "last_used_at": enrolment.last_used_at.isoformat() if enrolment.last_used_at else None,
         }
-        for enrolments in methods.enrolments(db, practitioner.id, now=now).values()
-        for enrolment in enrolments
+        for method in methods.factors()
+        for enrolment in method.enrolments(db, practitioner.id, now=now)
     ]
+    limited = methods.limited_method()
     return {
         **summary(practitioner),
         "last_login_at": last_login.isoformat() if last_login else None,
         "factors": factors,
+        "recovery_codes_left": limited.remaining(db, practitioner.id) if limited else None,
     }
 
 

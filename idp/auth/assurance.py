@@ -6,8 +6,9 @@
 | phr                  | 2    | WebAuthn with user verification              | yes                |
 | phrh                 | 3    | smart card + PIN; attested hardware key + UV | yes                |
 
-``phr``/``phrh`` are the OpenID EAP ACR values; a recovery-code login has no acr at all: it
-may only enrol a new factor.
+``phr``/``phrh`` are the OpenID EAP ACR values. A recovery-code login is ``recovery``, a level
+of its own that ranks below every level above (rank 0, like no login): it may only enrol a new
+factor, and never reaches an application.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from flask_babel import lazy_gettext as _l
 SUBSTANTIAL = "substantial"
 PHISHING_RESISTANT = "phr"
 HIGH = "phrh"
+RECOVERY = "recovery"
+"""A limited login (a recovery code): not in RANKS, so it satisfies no level."""
 
 RANKS = {SUBSTANTIAL: 1, PHISHING_RESISTANT: 2, HIGH: 3}
 SUPPORTED = tuple(RANKS)
@@ -43,6 +46,7 @@ LEVEL_LABELS = {
     SUBSTANTIAL: _l("substantial"),
     PHISHING_RESISTANT: _l("phishing-resistant"),
     HIGH: _l("high"),
+    RECOVERY: _l("limited: recovery code"),
 }
 METHOD_LABELS = {  # RFC 8176 values, as practitioners know them; mfa/user/pin are implied
     "pwd": _l("password"),
@@ -50,6 +54,7 @@ METHOD_LABELS = {  # RFC 8176 values, as practitioners know them; mfa/user/pin a
     "hwk": _l("security key"),
     "swk": _l("passkey"),
     "sc": _l("CPS card"),
+    "recovery": _l("recovery code"),
 }
 
 

@@ -158,12 +158,19 @@ class AuthMethod(Protocol):
     """Can start a login alone, naming the person (a passkey, a card)."""
     standalone: ClassVar[bool]
     """A whole login by itself (card + PIN): after a password it is offered, never the default."""
+    limited: ClassVar[bool]
+    """Its login is limited (recovery codes): it only lets the practitioner bind a new factor.
+    It never counts as a factor (the last factor, the levels, the choice after a password) and
+    never reaches an application; such a method also implements ``LimitedMethod``."""
     login_endpoint: ClassVar[str]
     """The page that asks for this factor at the second step."""
     invitation_endpoint: ClassVar[str | None]
     """The page that binds this factor as an invitation's first, or None."""
     account_template: ClassVar[str]
     """The account page's section for this factor."""
+    add_endpoint: ClassVar[str | None]
+    """The account page that binds one more of this factor (``limited_ok``: a recovery-code
+    login reaches it), or None when it is bound otherwise (a card, by its first login)."""
     enrolment_field: ClassVar[str]
     """The name of an enrolment's id in audit events (``device_id``, ``credential``...)."""
     confirm_label: ClassVar[str]
@@ -216,6 +223,28 @@ class PickUpMethod(Protocol):
     def pick_up(self, db: Session, attempt: Attempt, answer: Mapping[str, Any]) -> Verified:
         """Consume the completed login ``answer`` names (single use, claimed atomically);
         raises MethodError when there is none to hand over."""
+
+
+@runtime_checkable
+class LimitedMethod(Protocol):
+    """What a ``limited`` method adds: a set of one-time codes issued to a practitioner, and
+    the pages a limited login lands on."""
+
+    landing_endpoint: ClassVar[str]
+    """Where a limited session is sent for anything it may not reach."""
+    new_codes_endpoint: ClassVar[str]
+    """The page that shows a freshly issued set once (the plaintext is in the login state's
+    ``step(kind)`` until then)."""
+
+    def issue(
+        self, db: Session, practitioner_id: int, *, now: dt.datetime, reason: str
+    ) -> list[str]:
+        """A new set, replacing every unused code of the old one, audited with ``reason`` in
+        the caller's unit of work (the caller commits); returns the plaintext codes (never
+        stored)."""
+
+    def remaining(self, db: Session, practitioner_id: int) -> int:
+        """Unused codes of the practitioner."""
 
 
 def best_level(enrolments: list[Enrolment]) -> str | None:

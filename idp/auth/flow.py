@@ -74,6 +74,8 @@ class Authentication:
     acr: str
     methods: tuple[str, ...] = ()
     """The methods that proved it (``totp``, ``webauthn``...), the password step aside."""
+    limited: bool = False
+    """Proven by a limited method (a recovery code): it may only bind a new factor."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ class CompletedLogin:
     last_failure: float | None = None
     methods: tuple[str, ...] = ()
     """Every method used in this login, in order (``password``, ``totp``...)."""
+    limited: bool = False
+    """A recovery-code login: it reaches only the pages that bind a new factor, the recovery
+    codes and sign-out (``idp.auth.policy``), never an application (``idp.oauth``)."""
 
 
 def _load(cls, value: Any):
@@ -408,6 +413,7 @@ class LoginState:
             failures=failures,
             last_failure=last_failure.timestamp() if last_failure else None,
             methods=used,
+            limited=authentication.limited,
         )
         self._store[COMPLETED] = {
             **asdict(completed),

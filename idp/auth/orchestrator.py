@@ -141,7 +141,11 @@ class Orchestrator:
         for reservation in reservations:  # after the commit: the throttle writes on its own
             self.throttle.succeeded(reservation)
         return Authentication(
-            verified.practitioner_id, tuple(verified.amr), verified.acr, methods=(method.kind,)
+            verified.practitioner_id,
+            tuple(verified.amr),
+            verified.acr,
+            methods=(method.kind,),
+            limited=bool(getattr(method, "limited", False)),
         )
 
     def pick_up(
@@ -175,7 +179,11 @@ class Orchestrator:
         )
         db.commit()
         return Authentication(
-            verified.practitioner_id, tuple(verified.amr), verified.acr, methods=(method.kind,)
+            verified.practitioner_id,
+            tuple(verified.amr),
+            verified.acr,
+            methods=(method.kind,),
+            limited=bool(getattr(method, "limited", False)),
         )
 
     def enrol(

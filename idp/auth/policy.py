@@ -10,6 +10,14 @@ must only read, and every change is a POST with a CSRF token. The few GETs that 
 purpose (``/authorize`` keeps the pending request, the card login starts its transaction)
 say so here; a test walks the URL map, fails on a GET route without the declaration, and
 checks that the others leave the session and every table as they were.
+
+A limited login (a recovery code: ``CompletedLogin.limited``) is decided here too, once: it
+reaches only the routes declared ``limited_ok`` (binding a new factor, the recovery codes, the
+recovery landing page); every other authenticated route sends it to the landing page. Inside
+it the recovery code is the recent strong proof (NIST SP 800-63B lets a recovery code bind a
+new authenticator), so the confirmation page (``auth.reauthenticate``, not ``limited_ok``) is
+never reached from it: no recovery code confirms anything. It lasts ``LIMITED_SECONDS``.
+Applications never see it: ``idp.oauth`` treats it as no login.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from idp.auth.flow import CompletedLogin, LoginState
 
 RECENT_STRONG_SECONDS = 5 * 60
 FIRST_FACTOR_SECONDS = 10 * 60
+LIMITED_SECONDS = 15 * 60
+"""A recovery-code login ends this long after the code was given."""
 
 
 class Policy(StrEnum):
@@ -42,12 +52,17 @@ STATIC_ENDPOINTS = {"static": Policy.PUBLIC}
 STATIC_GET_CHANGES_STATE = {"static": False}
 
 
-def policy(value: Policy, *, get_changes_state: bool | None = None) -> Callable:
-    """``get_changes_state`` is required (True or False) on every route that answers GET."""
+def policy(
+    value: Policy, *, get_changes_state: bool | None = None, limited_ok: bool = False
+) -> Callable:
+    """``get_changes_state`` is required (True or False) on every route that answers GET.
+    ``limited_ok``: an AUTHENTICATED or RECENT_STRONG route a limited (recovery-code) login
+    may reach (only what binds a new factor, the recovery codes and the recovery page)."""
 
     def decorate(view: Callable) -> Callable:
         view.access_policy = value
         view.get_changes_state = get_changes_state
+        view.limited_ok = limited_ok
         return view
 
     return decorate
@@ -68,6 +83,28 @@ def endpoint_get_changes_state(app: Flask, endpoint: str | None) -> bool | None:
         return STATIC_GET_CHANGES_STATE[endpoint]
     view = app.view_functions.get(endpoint) if endpoint else None
     return getattr(view, "get_changes_state", None)
+
+
+def endpoint_limited_ok(app: Flask, endpoint: str | None) -> bool:
+    view = app.view_functions.get(endpoint) if endpoint else None
+    return bool(getattr(view, "limited_ok", False))
+
+
+def limited_landing() -> str:
+    """The page a limited login is sent to (the limited method's own)."""
+    from idp.services import methods
+
+    limited = methods().limited_method()
+    return url_for(limited.landing_endpoint) if limited else url_for("auth.login")
+
+
+def binding_acr(auth: CompletedLogin) -> str | None:
+    """The level a signed-in practitioner binds a new factor from (NIST-10). A limited login
+    binds at any level: its recovery code is the proof the person who lost their factors
+    still has, and no factor of theirs could do better."""
+    from idp.auth import assurance
+
+    return assurance.HIGH if auth.limited else auth.acr
 
 
 def route_inventory(app: Flask) -> list[tuple[str, str, str]]:
@@ -150,6 +187,14 @@ def init_app(app: Flask) -> None:
                 return json_denied()
             LoginState.current().set_next(request.full_path if request.method == "GET" else None)
             return redirect(url_for("auth.login"))
+        if declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG) and current_auth().limited:
+            auth_time = dt.datetime.fromtimestamp(current_auth().auth_time, dt.UTC)
+            if (now - auth_time).total_seconds() > LIMITED_SECONDS:
+                LoginState.current().forget_completed()
+                return json_denied() if wants_json() else redirect(url_for("auth.login"))
+            if not endpoint_limited_ok(app, request.endpoint):
+                return json_denied() if wants_json() else redirect(limited_landing())
+            return None  # the recovery code is this login's recent strong proof
         if (
             declared in (Policy.AUTHENTICATED, Policy.RECENT_STRONG)
             and request.endpoint != FORCED_CHANGE_PAGE

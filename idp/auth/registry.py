@@ -4,6 +4,10 @@ Built once in ``create_app`` from configuration (a deployment without card trust
 card method) and kept in ``app.extensions["idp.methods"]``. The account page, the second-factor
 choice, "highest level", "last factor" and "revoke everything" are loops over it: nothing
 outside a factor's own package names a factor.
+
+A ``limited`` method (recovery codes) is listed with the others (the account page shows its
+section) but is not a factor: the levels, "last factor", the second-step choice and the NIST-10
+binding requirement count only the methods that are not limited.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from sqlalchemy.orm import Session
 
 from idp.auth import assurance
-from idp.auth.contract import AuthMethod, Enrolment, best_level
+from idp.auth.contract import AuthMethod, Enrolment, LimitedMethod, best_level
 
 
 class Registry:
@@ -37,27 +41,36 @@ class Registry:
     def __getitem__(self, kind: str) -> AuthMethod:
         return self._methods[kind]
 
+    def factors(self) -> Iterator[AuthMethod]:
+        """The methods that are factors: every one but the limited ones."""
+        return (m for m in self if not m.limited)
+
+    def limited_method(self) -> LimitedMethod | None:
+        """The limited method (recovery codes), if this deployment runs one."""
+        return next((m for m in self if m.limited), None)
+
     def enrolments(
         self, db: Session, practitioner_id: int, *, now: dt.datetime
     ) -> dict[str, list[Enrolment]]:
-        """Every method's enrolments (usable or not), by kind."""
+        """Every method's enrolments (usable or not), by kind, limited methods included."""
         return {m.kind: m.enrolments(db, practitioner_id, now=now) for m in self}
 
     def levels(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> dict[str, str]:
-        """The best level each method the practitioner can log in with reaches."""
+        """The best level each factor the practitioner can log in with reaches."""
         levels = {}
-        for kind, enrolments in self.enrolments(db, practitioner_id, now=now).items():
-            level = best_level(enrolments)
+        for method in self.factors():
+            level = best_level(method.enrolments(db, practitioner_id, now=now))
             if level is not None:
-                levels[kind] = level
+                levels[method.kind] = level
         return levels
 
     def usable_count(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> int:
-        """Enrolments that can still log in: an account must never drop to zero."""
+        """Factors that can still log in: an account must never drop to zero (recovery codes
+        do not count: they only let the practitioner bind a new factor)."""
         return sum(
             1
-            for enrolments in self.enrolments(db, practitioner_id, now=now).values()
-            for enrolment in enrolments
+            for method in self.factors()
+            for enrolment in method.enrolments(db, practitioner_id, now=now)
             if enrolment.usable
         )
 
@@ -92,7 +105,7 @@ class Registry:
 
     def invitation_method(self) -> AuthMethod | None:
         """The method an invitation binds first (its page offers the others)."""
-        return next((m for m in self if m.invitation_endpoint), None)
+        return next((m for m in self.factors() if m.invitation_endpoint), None)
 
     def revoke_all(self, db: Session, practitioner_id: int, *, now: dt.datetime) -> int:
         """Every enrolment of every method made unusable; the caller audits and commits."""

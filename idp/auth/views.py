@@ -98,6 +98,39 @@ def after_login():
     return redirect(target, code=303)
 
 
+def after_first_factor(codes: list[str]):
+    """After an invitation's first factor: the recovery codes issued with it are shown once
+    (kept in the login state until that page shows them), then the login goes on."""
+    limited = methods().limited_method()
+    if not codes or limited is None:
+        return after_login()
+    flow.state().set_step(limited.kind, {"codes": list(codes)})
+    return redirect(url_for(limited.new_codes_endpoint), code=303)
+
+
+def limited_choice():
+    """The limited method (recovery codes) when this login may go on with it: after a
+    password, for a practitioner with unused codes; never to confirm a signed-in practitioner
+    or to reach a step-up's level, never during an invitation's enrolment."""
+    limited = methods().limited_method()
+    state = flow.state()
+    first = state.first_factor
+    if limited is None or first is None or state.enrolment is not None:
+        return None
+    if state.confirmation is not None or state.step_up_for(first.practitioner_id) is not None:
+        return None
+    if limited.remaining(get_db(), first.practitioner_id) == 0:
+        return None
+    return limited
+
+
+@bp.record_once
+def register_limited_choice(setup_state) -> None:
+    """A global, not a context value: the macros of ``_switch.html`` are imported without
+    the template's context."""
+    setup_state.app.jinja_env.globals["limited_choice"] = limited_choice
+
+
 def pending_request() -> flow.PendingRequest | None:
     return flow.state().pending_request
 
@@ -193,9 +226,14 @@ def help_page():
     return render_template(
         "login_help.html",
         client_name=pending.client_name if pending else None,
-        # Set by the recovery feature once recovery codes can be used at the second step.
-        recovery_url=None,
+        recovery_url=recovery_url(),
     )
+
+
+def recovery_url() -> str | None:
+    """The recovery-code page, when this login may go on with a code."""
+    limited = limited_choice()
+    return url_for(limited.login_endpoint) if limited is not None else None
 
 
 def current_practitioner() -> Practitioner:

@@ -9,4 +9,5 @@ INSTALLED = (
     "idp.factors.totp",
     "idp.factors.webauthn",
     "idp.factors.smartcard",
+    "idp.factors.recovery",
 )

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from authlib.oauth2.rfc6749 import InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
 from flask import Flask
 from sqlalchemy import select, update
 
 from idp import audit
+from idp.auth import assurance
 from idp.auth.policy import current_auth
 from idp.crypto import hash_token
 from idp.db import get_db
@@ -89,6 +90,8 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
     def save_authorization_code(self, code: str, oauth_request) -> None:
         db = get_db()
         auth = current_auth()  # the authorize view only gets here fully authenticated
+        if auth is None or auth.limited or auth.acr == assurance.RECOVERY:
+            raise AccessDeniedError()  # never a code for a limited (recovery-code) login
         data = oauth_request.payload.data
         db.add(
             AuthorizationCode(
@@ -158,6 +161,8 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
             return None
         if practitioner.password_change_required:  # "This wasn't me" since the code was issued
             return None
+        if authorization_code.acr == assurance.RECOVERY:
+            return None  # a limited login's code, had one been issued: no token for it
         return practitioner
 
 

@@ -238,6 +238,8 @@ def authorize():
     db = get_db()
     params = request_params()
     auth = current_auth()
+    if auth is not None and auth.limited:
+        auth = None  # a recovery-code login only binds a new factor: for an app, no login
     practitioner = db.get(Practitioner, auth.practitioner_id) if auth else None
     if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
         flow.state().end()

@@ -14,7 +14,7 @@ filled in here from each open session's data, so that "Sign out everywhere" and 
 me" reach the sessions opened before the upgrade too.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02 04:30:00
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

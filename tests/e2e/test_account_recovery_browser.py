@@ -61,6 +61,8 @@ def test_recovery_from_the_help_page_to_a_new_authenticator(browser_page, live_s
     secret = page.locator("code.secret").inner_text().replace(" ", "")
     page.fill("input[name='code']", pyotp.TOTP(secret).at(clock.now()))
     page.locator("form:has(input[name='code']) button[type='submit']").click()
+    page.wait_for_url(re.compile(r"/account/recovery/codes/new$"))  # a new set of codes
+    page.locator("#recovery-saved").click()
     page.wait_for_url(re.compile(r"/account$"))
     assert "Inès" in page.inner_text("body")
     assert page.locator("#recovery-banner").count() == 0

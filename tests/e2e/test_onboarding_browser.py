@@ -1,6 +1,6 @@
 """Onboarding in a real Chromium: the operator invites, the invitation arrives by email on a
 real SMTP server (aiosmtpd), the practitioner opens its link, chooses a password, binds a
-passkey, keeps their recovery codes, and signs in again with the passkey alone."""
+passkey, keeps the ten recovery codes shown once, and signs in again with the passkey alone."""
 
 from __future__ import annotations
 
@@ -86,6 +86,12 @@ def test_invitation_email_to_a_passkey_sign_in(browser_page, live_server, smtp_s
     headings = page.locator("main h2").all_inner_texts()
     assert headings[0].startswith("A security key or passkey")
     page.click("#enrol-webauthn")
+
+    # Ten recovery codes, shown once, before anything else.
+    page.wait_for_url(re.compile(r"/account/recovery/codes/new$"))
+    codes = page.locator("#recovery-codes code").all_inner_texts()
+    assert len(codes) == 10 and all(re.fullmatch(r"(\w{4}-){3}\w{4}", c) for c in codes)
+    page.locator("#recovery-saved").click()
     page.wait_for_url(re.compile(r"/account$"))
     assert "Camille" in page.inner_text("body")
 

@@ -46,10 +46,10 @@ def account(live_server, clock):
 
 def file_request(live_server, rpps: str, email: str, message: str = "") -> str:
     agent = UserAgent(live_server.url, language="en")
-    page = agent.get("/login/recovery")
+    page = agent.get("/login/recovery-request")
     assert page.status_code == 200 and 'name="rpps"' in page.text
     filed = agent.post(
-        "/login/recovery", {"rpps": rpps, "email": email, "message": message}, page.text
+        "/login/recovery-request", {"rpps": rpps, "email": email, "message": message}, page.text
     )
     assert filed.status_code == 200
     assert "Your request is registered under reference" in filed.text
@@ -116,7 +116,7 @@ def count_requests(app) -> int:
 
 def test_help_page_leads_to_the_request_form(live_server):
     help_page = UserAgent(live_server.url, language="en").get("/login/help")
-    assert 'href="/login/recovery"' in help_page.text
+    assert 'href="/login/recovery-request"' in help_page.text
 
 
 def test_filing_gives_the_same_answer_whatever_matches(live_server, account):
@@ -142,17 +142,19 @@ def test_one_open_request_per_practitioner(live_server, account):
 
 def test_bad_form_is_a_field_error(live_server):
     agent = UserAgent(live_server.url, language="en")
-    page = agent.get("/login/recovery")
-    refused = agent.post("/login/recovery", {"rpps": "123", "email": "nope"}, page.text)
+    page = agent.get("/login/recovery-request")
+    refused = agent.post("/login/recovery-request", {"rpps": "123", "email": "nope"}, page.text)
     assert refused.status_code == 400 and "An RPPS number has 11 digits." in refused.text
 
 
 def test_filings_are_throttled_per_address(live_server, account):
     agent = UserAgent(live_server.url, language="en")
-    page = agent.get("/login/recovery")
+    page = agent.get("/login/recovery-request")
     answers = [
         agent.post(
-            "/login/recovery", {"rpps": "10000000017", "email": f"x{n}@example.fr"}, page.text
+            "/login/recovery-request",
+            {"rpps": "10000000017", "email": f"x{n}@example.fr"},
+            page.text,
         ).status_code
         for n in range(12)
     ]
@@ -227,7 +229,7 @@ def test_link_works_only_after_the_cooling_off(live_server, account, clock):
     waiting = agent.get(link)
     assert waiting.status_code == 200 and waiting.url.endswith("/recover")  # token left behind
     assert "this link works only from" in waiting.text and 'id="start-recovery"' not in waiting.text
-    early = agent.post("/recover", {}, agent.get("/login/recovery").text)
+    early = agent.post("/recover", {}, agent.get("/login/recovery-request").text)
     assert early.status_code == 400 and "this link works only from" in early.text
     with live_server.app.app_context():
         assert get_db().get(Practitioner, _id).status == "active"
@@ -332,14 +334,16 @@ def test_completion_revokes_everything_and_leads_into_enrolment(live_server, acc
         .status_code
         >= 400
     )
-    # The fresh enrolment: a password, then a new authenticator app, then signed in.
+    # The fresh enrolment: a password, a new authenticator app, new recovery codes, signed in.
     password = "a brand new long password"
     setup = agent.post("/enrol", {"password": password, "confirm": password}, enrol.text)
     new_secret = re.search(r'<code class="secret">([A-Z2-7 ]+)</code>', setup.text)[1]
     done = agent.post(
         "/enrol/totp", {"code": pyotp.TOTP(new_secret.replace(" ", "")).at(clock.now())}, setup.text
     )
-    assert done.status_code == 200 and done.url.endswith("/account")
+    assert done.status_code == 200 and done.url.endswith("/account/recovery/codes/new")
+    saved = agent.post("/account/recovery/codes/saved", {}, done.text)
+    assert saved.status_code == 200 and saved.url.endswith("/account")
     with live_server.app.app_context():
         db = get_db()
         assert db.get(Practitioner, owner_id).status == "active"

@@ -57,7 +57,10 @@ def test_invitation_to_active_account(live_server, clock):
         setup.text,
     )
     assert wrong.status_code == 400
-    done = agent.post("/enrol/totp", {"code": pyotp.TOTP(secret).at(clock.now())}, wrong.text)
+    shown = agent.post("/enrol/totp", {"code": pyotp.TOTP(secret).at(clock.now())}, wrong.text)
+    assert shown.url.endswith("/account/recovery/codes/new")  # the recovery codes, once
+    assert shown.text.count("<li><code>") == 10
+    done = agent.post("/account/recovery/codes/saved", {}, shown.text)
     assert done.status_code == 200 and "Léa" in done.text  # landed on the account page
     assert "mot de passe + code d'application d'authentification (substantiel)" in (
         done.text.replace("&#39;", "'")

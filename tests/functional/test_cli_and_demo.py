@@ -311,6 +311,7 @@ def test_operator_manages_practitioners_and_every_action_is_audited(tmp_path):
         run_idp("practitioner", "show", "10000000025", "--json", tmp_path=tmp_path).stdout
     )
     assert shown["profession_code"] == "21" and shown["factors"] == []
+    assert shown["recovery_codes_left"] == 0  # an invited practitioner: none until a factor
     assert shown["last_login_at"] is None and "password_hash" not in shown
 
     disabled = run_idp(

@@ -121,7 +121,7 @@ def test_binding_a_key_and_accepting_the_invitation_are_one_transaction(live_ser
         challenge=b64url_decode(options["challenge"]), origin=live_server.url
     )
 
-    def refused(db, *, invitation, now):
+    def refused(db, *, invitation, now, codes=None):
         raise enrolment.InvitationInvalidError()
 
     monkeypatch.setattr(enrolment, "accept_invitation", refused)

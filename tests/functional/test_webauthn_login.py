@@ -739,7 +739,9 @@ def test_invitation_enrolment_with_a_passkey(live_server, demo):
     response = authn.registration_response(
         challenge=b64url_decode(options["challenge"]), origin=live_server.url
     )
-    done = agent.post("/enrol/webauthn", {"credential": json.dumps(response)}, page.text)
+    shown = agent.post("/enrol/webauthn", {"credential": json.dumps(response)}, page.text)
+    assert shown.url.endswith("/account/recovery/codes/new")  # the recovery codes, once
+    done = agent.post("/account/recovery/codes/saved", {}, shown.text)
     assert done.status_code == 200 and done.url.endswith("/account")
     assert "mot de passe + clé d&#39;accès (résistant à l&#39;hameçonnage)" in done.text
     with live_server.app.app_context():

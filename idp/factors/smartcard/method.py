@@ -151,9 +151,11 @@ class SmartcardMethod:
     limiter: ClassVar[str] = "smartcard"
     identifies: ClassVar[bool] = True
     standalone: ClassVar[bool] = True  # card + PIN: a whole login by itself
+    limited: ClassVar[bool] = False
     invitation_endpoint: ClassVar[str | None] = None
     login_endpoint: ClassVar[str] = "smartcard.login"
     account_template: ClassVar[str] = "factors/smartcard_account.html"
+    add_endpoint: ClassVar[str | None] = None
     enrolment_field: ClassVar[str] = "card"
     choice_label: ClassVar[str] = _l("CPS card")
     choice_description: ClassVar[str] = _l("Insert your card in the reader and type its PIN.")

@@ -102,9 +102,11 @@ class TotpMethod:
     limiter: ClassVar[str] = "2fa"
     identifies: ClassVar[bool] = False
     standalone: ClassVar[bool] = False
+    limited: ClassVar[bool] = False
     login_endpoint: ClassVar[str] = "totp.login"
     invitation_endpoint: ClassVar[str | None] = "totp.enrol"
     account_template: ClassVar[str] = "factors/totp_account.html"
+    add_endpoint: ClassVar[str | None] = "totp.add"
     enrolment_field: ClassVar[str] = "device_id"
     choice_label: ClassVar[str] = _l("Code from my authenticator app")
     choice_description: ClassVar[str] = _l("Type the 6-digit code your app shows.")

@@ -21,6 +21,7 @@ from idp.auth.forms import EmptyForm
 from idp.auth.orchestrator import orchestrator
 from idp.auth.policy import Policy, current_auth, policy
 from idp.auth.views import (
+    after_first_factor,
     after_login,
     complete_login,
     first_factor_practitioner,
@@ -105,7 +106,7 @@ def login():
 
 
 @bp.route("/account/totp/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG, get_changes_state=False)
+@policy(Policy.RECENT_STRONG, get_changes_state=False, limited_ok=True)
 def add():
     """A GET shows the pending key, or a button: the new (unconfirmed) key is made by a POST."""
     practitioner_id = current_auth().practitioner_id
@@ -168,12 +169,13 @@ def enrol():
     form = CodeForm()
     if not form.validate_on_submit():
         return render_setup("enrol_totp.html", device, form)
+    codes: list[str] = []
     try:
         error = confirm_code(
             device,
             form,
             within=lambda: enrolment.accept_invitation(
-                db, invitation=invitation, now=clock().now()
+                db, invitation=invitation, now=clock().now(), codes=codes
             ),
         )
     except enrolment.InvitationInvalidError:
@@ -184,4 +186,4 @@ def enrol():
     complete_login(
         flow.Authentication(practitioner.id, service.AMR, assurance.SUBSTANTIAL, methods=(KIND,))
     )
-    return after_login()
+    return after_first_factor(codes)

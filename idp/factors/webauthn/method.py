@@ -254,9 +254,11 @@ class WebAuthnMethod:
     limiter: ClassVar[str] = "webauthn"
     identifies: ClassVar[bool] = True  # a passkey, alone
     standalone: ClassVar[bool] = False  # after a password, the default choice
+    limited: ClassVar[bool] = False
     invitation_endpoint: ClassVar[str | None] = None
     login_endpoint: ClassVar[str] = "webauthn.login"
     account_template: ClassVar[str] = "factors/webauthn_account.html"
+    add_endpoint: ClassVar[str | None] = "webauthn.add"
     enrolment_field: ClassVar[str] = "credential"
     choice_label: ClassVar[str] = _l("Security key or passkey")
     choice_description: ClassVar[str] = _l(

@@ -33,8 +33,9 @@ from idp.auth.error_pages import render_error
 from idp.auth.errors import when_throttled
 from idp.auth.forms import EmptyForm, PasswordLoginForm
 from idp.auth.orchestrator import orchestrator
-from idp.auth.policy import Policy, current_auth, policy
+from idp.auth.policy import Policy, binding_acr, current_auth, policy
 from idp.auth.views import (
+    after_first_factor,
     after_login,
     complete_login,
     current_client,
@@ -285,8 +286,10 @@ def enrol():
         return redirect(url_for("auth.login"))
     practitioner, invitation = found
 
+    codes: list[str] = []
+
     def accept() -> None:
-        enrolment.accept_invitation(db, invitation=invitation, now=clock().now())
+        enrolment.accept_invitation(db, invitation=invitation, now=clock().now(), codes=codes)
 
     try:
         bound = orchestrator().enrol(
@@ -308,7 +311,7 @@ def enrol():
     complete_login(
         flow.Authentication(practitioner.id, tuple(amr), bound.level, methods=("webauthn",))
     )
-    return after_login()
+    return after_first_factor(codes)
 
 
 # --------------------------------------------------------------------------- account
@@ -326,7 +329,7 @@ def render_add(form, *, error: str | None = None, status: int = 200):
 
 
 @bp.route("/account/webauthn/add", methods=["GET", "POST"])
-@policy(Policy.RECENT_STRONG, get_changes_state=True)  # a step-up for this practitioner only
+@policy(Policy.RECENT_STRONG, get_changes_state=True, limited_ok=True)  # a step-up, for them only
 def add():
     practitioner = current_practitioner()
     db = get_db()
@@ -336,14 +339,14 @@ def add():
                 db,
                 practitioner_id=practitioner.id,
                 new_level=assurance.PHISHING_RESISTANT,
-                session_acr=current_auth().acr,
+                session_acr=binding_acr(current_auth()),
             )
         except keys.BindingLevelError as exc:
             return step_up_for_binding(practitioner.id, exc.required_acr)
     form = NewCredentialForm()
     if not form.validate_on_submit():
         return render_add(form, status=400 if request.method == "POST" else 200)
-    attempt = binding(practitioner, session_acr=current_auth().acr)
+    attempt = binding(practitioner, session_acr=binding_acr(current_auth()))
     try:
         orchestrator().enrol(db, method(), attempt, registration_answer(form))
     except RegistrationRefusedError as exc:
@@ -353,9 +356,9 @@ def add():
 
 
 @bp.post("/account/webauthn/add/options")
-@policy(Policy.RECENT_STRONG)
+@policy(Policy.RECENT_STRONG, limited_ok=True)
 def add_options():
-    return registration_options(current_practitioner(), session_acr=current_auth().acr)
+    return registration_options(current_practitioner(), session_acr=binding_acr(current_auth()))
 
 
 @bp.post("/account/webauthn/<int:credential_id>/rename")

@@ -226,7 +226,47 @@ class SmartcardHarness(Harness):
         return answer
 
 
-HARNESSES = [TotpHarness, WebAuthnHarness, SmartcardHarness]
+class RecoveryHarness(Harness):
+    """Recovery codes: each enrolment is one code of a set of ten (a new set replaces the old
+    one); a limited method, never removable, and not a factor for "the last factor"."""
+
+    kind = "recovery"
+    revoked_by_two_enrolments = 10  # the second set replaced the first: ten unused codes left
+
+    def __init__(self) -> None:
+        self.codes: dict[int, str] = {}
+
+    def attempt(self, clock, practitioner) -> Attempt:
+        return Attempt(client=Client(ip=IP), now=clock.now(), practitioner_id=practitioner.id)
+
+    def enrol(self, db, clock, practitioner) -> int:
+        """A new set; the enrolment is its first code."""
+        from idp.factors.recovery import verify as recovery
+
+        plaintext = methods()[self.kind].issue(db, practitioner.id, now=clock.now(), reason="test")
+        db.commit()
+        rows = methods()[self.kind].enrolments(db, practitioner.id, now=clock.now())
+        by_hash = {recovery.code_hash(code): code for code in plaintext}
+        for row in rows:
+            self.codes[row.id] = by_hash[row.record.code_hash]
+        return rows[0].id
+
+    def answer(self, db, clock, practitioner, enrolment_id) -> dict:
+        return {"code": self.codes[enrolment_id]}
+
+    def wrong(self, db, clock, practitioner, enrolment_id) -> dict:
+        from idp.factors.recovery import verify as recovery
+
+        return {"code": recovery.new_code()}
+
+    def stale(self, db, clock, practitioner, enrolment_id) -> dict:
+        """A code of a set that a new set replaced."""
+        answer = self.answer(db, clock, practitioner, enrolment_id)
+        self.enrol(db, clock, practitioner)
+        return answer
+
+
+HARNESSES = [TotpHarness, WebAuthnHarness, SmartcardHarness, RecoveryHarness]
 
 
 def orchestrator(db, clock) -> Orchestrator:
@@ -260,7 +300,12 @@ def test_a_good_answer_is_accepted_once(db, clock, harness, owner):
     enrolment = harness.enrol(db, clock, owner)
     answer = harness.answer(db, clock, owner, enrolment)
     proven = authenticate(db, clock, harness, owner, answer)
-    assert proven.practitioner_id == owner.id and proven.acr in assurance.RANKS
+    assert proven.practitioner_id == owner.id
+    if methods()[harness.kind].limited:  # a level of its own, below every real one
+        assert proven.limited and proven.acr == assurance.RECOVERY
+        assert assurance.rank(proven.acr) < min(assurance.RANKS.values())
+    else:
+        assert not proven.limited and proven.acr in assurance.RANKS
     with pytest.raises(MethodError):
         authenticate(db, clock, harness, owner, answer)
 
@@ -298,6 +343,12 @@ def test_failures_are_counted_and_throttle_before_anything_is_verified(db, clock
 def test_the_last_factor_is_never_removable(db, clock, harness, owner):
     first = harness.enrol(db, clock, owner)
     method = methods()[harness.kind]
+    if method.limited:  # not a factor: never counted, never removed (a new set replaces it)
+        assert methods().usable_count(db, owner.id, now=clock.now()) == 0
+        with pytest.raises(MethodError):
+            orchestrator(db, clock).remove(db, method, owner.id, first, now=clock.now())
+        assert first in [e.id for e in method.enrolments(db, owner.id, now=clock.now())]
+        return
     with pytest.raises(LastFactorError):
         orchestrator(db, clock).remove(db, method, owner.id, first, now=clock.now())
     second = harness.enrol(db, clock, owner)
@@ -311,8 +362,9 @@ def test_revoke_all_leaves_nothing_usable(db, clock, harness, owner):
     enrolment = harness.enrol(db, clock, owner)
     harness.enrol(db, clock, owner)
     revoked = orchestrator(db, clock).revoke_all(db, owner.id, now=clock.now(), reason="lost")
-    assert revoked == 2
+    assert revoked == getattr(harness, "revoked_by_two_enrolments", 2)
     assert methods().usable_count(db, owner.id, now=clock.now()) == 0
+    assert methods()[harness.kind].enrolments(db, owner.id, now=clock.now()) == []
     assert events(db, "account:two_factor:all_revoked") == 1
     with pytest.raises(MethodError):
         answer = harness.answer(db, clock, owner, enrolment)
@@ -340,7 +392,7 @@ def test_the_card_answers_are_refused_for_the_reason_each_check_means(db, clock,
 
 def test_every_installed_method_implements_the_whole_contract(app):
     """Each method of this deployment has every member of the contract, and a harness here."""
-    from idp.auth.contract import AuthMethod
+    from idp.auth.contract import AuthMethod, LimitedMethod
 
     with app.app_context():
         installed = list(methods())
@@ -348,3 +400,7 @@ def test_every_installed_method_implements_the_whole_contract(app):
     for method in installed:
         assert isinstance(method, AuthMethod), method.kind
         assert method.limiter and method.enrolment_field and method.login_endpoint
+        assert method.limited is (method.kind == "recovery"), method.kind
+        if method.limited:
+            assert isinstance(method, LimitedMethod), method.kind
+            assert method.invitation_endpoint is None and method.add_endpoint is None
