@@ -67,7 +67,9 @@ def test_help_page_is_public_and_says_what_to_do(live_server):
     for section in ("help-lost-factor", "help-recovery-codes", "help-password"):
         assert f'id="{section}"' in page.text
     assert "Try another method" in page.text and "administrator" in page.text
-    assert "Recovery codes will also be accepted" in page.text
+    assert "choose “Use a recovery code”" in page.text  # no login in progress: no link yet
+    assert 'href="/login/recovery-request" id="request-recovery"' in page.text
+    assert 'href="/login/forgot" id="help-forgot-password"' in page.text
     assert 'href="/login" id="back-to-sign-in"' in page.text
 
 
