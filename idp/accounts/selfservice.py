@@ -258,7 +258,7 @@ def not_me(db: Session, store, practitioner: Practitioner, event_id: int, *, now
         reported=event.event,
         tokens=revoked,
     )
-    notify(db, practitioner, "not_me", reported=event.event, at=event.at.isoformat())
+    notify(db, practitioner, "not_me")
     db.commit()  # the flag first: a login completed from now on must change the password
     store.delete_for(practitioner.id)
     return True

@@ -37,6 +37,7 @@ from idp.auth.contract import (
 from idp.auth.flow import Authentication
 from idp.auth.registry import Registry
 from idp.models import Practitioner, PractitionerStatus
+from idp.notifications import notify
 from idp.ratelimit import (
     LIMITS,
     SECOND_STEP_FAILURES,
@@ -47,6 +48,24 @@ from idp.ratelimit import (
 )
 
 LOGIN_LIMITER = "2fa.login"
+
+FAILURES_NOTICE_FIRST = 5
+FAILURES_NOTICE_EVERY = 25
+"""The practitioner is told at the 5th consecutive wrong answer on their account (or one of
+their browsers), then every 25th: enough to notice a guessing attack, never a flood."""
+
+
+def failures_on_account(method: AuthMethod, reservations: list[Reservation]) -> int:
+    """Consecutive wrong answers on the person's counters (their account, or this browser's
+    device key for them), this one included."""
+    names = (f"{method.limiter}.account", f"{method.limiter}.device")
+    return max((r.count(name) for r in reservations for name in names), default=0)
+
+
+def worth_telling(failures: int) -> bool:
+    return failures == FAILURES_NOTICE_FIRST or (
+        failures > FAILURES_NOTICE_FIRST and failures % FAILURES_NOTICE_EVERY == 0
+    )
 
 
 def first_keys(method: AuthMethod, attempt: Attempt) -> list[str]:
@@ -110,6 +129,11 @@ class Orchestrator:
                 reason=error.code,
                 **error.details,
             )
+            failures = failures_on_account(method, reservations)
+            if subject is not None and error.counts_as_failure and worth_telling(failures):
+                owner = db.get(Practitioner, subject)
+                if owner is not None:
+                    notify(db, owner, "failed_attempts", count=failures)
             db.commit()
             if not error.counts_as_failure:
                 for reservation in reservations:
@@ -226,6 +250,8 @@ class Orchestrator:
             **{method.enrolment_field: enrolment.id},
             **enrolment.details,
         )
+        owner = db.get(Practitioner, attempt.practitioner_id)
+        notify(db, owner, "factor_added", method=method.kind, name=enrolment.name)
         db.commit()
         return enrolment
 
@@ -247,6 +273,8 @@ class Orchestrator:
             method=method.kind,
             **{method.enrolment_field: enrolment_id},
         )
+        owner = db.get(Practitioner, practitioner_id)
+        notify(db, owner, "factor_removed", method=method.kind, name=target.name)
         db.commit()
 
     def revoke_all(self, db: Session, practitioner_id: int, *, now, reason: str) -> int:

@@ -34,6 +34,7 @@ from idp.clock import FrozenClock
 from idp.config import Settings
 from idp.factors.webauthn import verify as wa
 from idp.models import Practitioner, WebAuthnCredential
+from idp.notifications import notify
 
 SECOND_FACTOR = "webauthn.authenticate"
 PASSKEY = "webauthn.passkey"
@@ -236,6 +237,8 @@ def flag_possible_clone(
         stored_sign_count=error.details["stored_sign_count"],
         new_sign_count=error.details["new_sign_count"],
     )
+    owner = db.get(Practitioner, credential.practitioner_id)
+    notify(db, owner, "factor_flagged", method="webauthn", name=credential.name)
 
 
 # --------------------------------------------------------------------------- the method
