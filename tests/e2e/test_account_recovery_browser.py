@@ -66,3 +66,46 @@ def test_recovery_from_the_help_page_to_a_new_authenticator(browser_page, live_s
     page.wait_for_url(re.compile(r"/account$"))
     assert "Inès" in page.inner_text("body")
     assert page.locator("#recovery-banner").count() == 0
+
+
+def test_recovery_cancelled_from_a_remaining_factor(browser_page, live_server, clock):
+    """Someone else asked for the recovery; the practitioner still has her phone, signs in with
+    it during the cooling-off and cancels it from her account page: the link is dead."""
+    app = live_server.app
+    with app.app_context():
+        db = get_db()
+        owner = factories.practitioner(db, clock, email="ines.morel@example.fr", given_name="Inès")
+        _device, secret = factories.totp_device(db, clock, owner, cipher=cipher())
+        db.commit()
+        rpps = owner.rpps
+    page = browser_page
+    page.goto(f"{live_server.url}/login/recovery-request")
+    page.fill("input[name='rpps']", rpps)
+    page.fill("input[name='email']", "ines.morel@example.fr")
+    page.locator("form:has(input[name='rpps']) button[type='submit']").click()
+    reference = page.locator("#recovery-filed").get_attribute("data-reference")
+    with app.app_context():
+        rules = recovery.Rules.of(settings())
+        recovery.approve(get_db(), reference, operator="alice", rules=rules, now=clock.now())
+        link = recovery.approve(
+            get_db(), reference, operator="bob", rules=rules, now=clock.now()
+        ).link
+    clock.advance(hours=2)  # within the cooling-off
+
+    page.goto(f"{live_server.url}/login")
+    page.fill("input[name='identifier']", rpps)
+    page.fill("input[name='password']", factories.PASSWORD)
+    page.locator("form[action='/login'] button[type='submit']").click()
+    page.wait_for_url(re.compile(r"/login/totp$"))
+    page.fill("input[name='code']", pyotp.TOTP(secret).at(clock.now()))
+    page.locator("form[action='/login/totp'] button[type='submit']").click()
+    page.wait_for_url(re.compile(r"/account$"))
+    banner = page.locator("#recovery-banner")
+    assert reference in banner.inner_text()
+    page.locator("#cancel-recovery").click()
+    page.wait_for_load_state()
+    page.goto(f"{live_server.url}/account")
+    assert page.locator("#recovery-banner").count() == 0
+
+    clock.advance(hours=24)  # after the delay, the link of a cancelled request stays dead
+    assert page.goto(link).status == 404
