@@ -68,3 +68,16 @@ def problem(password: str, practitioner: Practitioner) -> str | None:
     if is_common(password):
         return str(COMMON)
     return None
+
+
+def accepted(form, practitioner: Practitioner, *, problem_of=problem) -> bool:
+    """The new-password form was posted, is valid, and its password is acceptable for this
+    practitioner (``problem_of``: the checks, ``problem`` by default). Otherwise False, with
+    the refusal on the password field."""
+    if not form.validate_on_submit():
+        return False
+    refused = problem_of(form.password.data, practitioner)
+    if refused:
+        form.password.errors = [refused]
+        return False
+    return True

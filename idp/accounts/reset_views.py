@@ -108,11 +108,7 @@ def choose():
         return reset_invalid(410)
     practitioner, _reset = found
     form = NewPasswordForm()
-    valid = form.validate_on_submit()
-    refused = valid and passwords.problem(form.password.data, practitioner)
-    if refused:
-        form.password.errors = [refused]
-    if not valid or refused:
+    if not passwords.accepted(form, practitioner):
         status = 400 if request.method == "POST" else 200
         return render_template("new_password.html", form=form, practitioner=practitioner), status
     try:

@@ -180,10 +180,10 @@ class ChangePasswordForm(NewPasswordForm):
     )
 
 
-def refused_password(form, practitioner) -> str | None:
-    """Why this new password cannot be chosen, or None."""
-    refused = passwords.problem(form.password.data, practitioner)
-    if refused is None and selfservice.same_as_current(practitioner, form.password.data):
+def refused_password(password: str, practitioner) -> str | None:
+    """Why this new password cannot replace the current one, or None."""
+    refused = passwords.problem(password, practitioner)
+    if refused is None and selfservice.same_as_current(practitioner, password):
         refused = _("Choose a password different from your current one.")
     return refused
 
@@ -209,7 +209,7 @@ def change_password():
         form.current.errors = [_("This is not your current password.")]
         return page(400)
     practitioner = current_practitioner()
-    refused = refused_password(form, practitioner)
+    refused = refused_password(form.password.data, practitioner)
     if refused:
         form.password.errors = [refused]
         return page(400)
@@ -232,11 +232,7 @@ def required_password():
     if not practitioner.password_change_required:
         return redirect(url_for("accounts.home"))
     form = NewPasswordForm()
-    valid = form.validate_on_submit()
-    refused = valid and refused_password(form, practitioner)
-    if refused:
-        form.password.errors = [refused]
-    if not valid or refused:
+    if not passwords.accepted(form, practitioner, problem_of=refused_password):
         status = 400 if request.method == "POST" else 200
         body = render_template("password_required.html", form=form, practitioner=practitioner)
         return body, status
@@ -287,11 +283,7 @@ def enrol():
         return invitation_invalid(404)
     practitioner, invitation = found
     form = NewPasswordForm()
-    valid = form.validate_on_submit()
-    refused = valid and passwords.problem(form.password.data, practitioner)
-    if refused:
-        form.password.errors = [refused]
-    if not valid or refused:
+    if not passwords.accepted(form, practitioner):
         status = 400 if request.method == "POST" else 200
         return render_template("enrol.html", form=form, practitioner=practitioner), status
     service.set_password(db, practitioner=practitioner, password=form.password.data)

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from idp import mail
 from idp.accounts import service
-from idp.config import MailSettings
 from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import Practitioner, PractitionerStatus
@@ -20,8 +19,7 @@ from tests.support.browser import (  # noqa: F401  (fixtures are found by name)
     browser_page_fixture,
     chromium_browser_fixture,
 )
-from tests.support.idp_server import build_app
-from tests.support.smtp import text_of
+from tests.support.smtp import app_mailing_to, text_of
 
 pytestmark = pytest.mark.browser
 
@@ -31,12 +29,7 @@ LINK = re.compile(r"https?://[^\s<>\"']+/enrol/[^\s<>\"']+")
 @pytest.fixture
 def app(database_url, tmp_path, clock, smtp_server):
     """The IdP, sending its mail to the local SMTP server."""
-    application = build_app(
-        database_url,
-        tmp_path,
-        clock,
-        mail=MailSettings(host=smtp_server.host, port=smtp_server.port, sender="idp@example.test"),
-    )
+    application = app_mailing_to(smtp_server, database_url, tmp_path, clock)
     yield application
     dispose_app(application)
 

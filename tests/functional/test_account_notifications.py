@@ -8,24 +8,17 @@ import pytest
 
 from idp import mail
 from idp.auth.orchestrator import orchestrator
-from idp.config import MailSettings
 from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.services import cipher, methods
 from tests.support import factories
-from tests.support.idp_server import build_app
 from tests.support.oidc import UserAgent
-from tests.support.smtp import text_of
+from tests.support.smtp import app_mailing_to, text_of
 
 
 @pytest.fixture
 def app(database_url, tmp_path, clock, smtp_server):
-    application = build_app(
-        database_url,
-        tmp_path,
-        clock,
-        mail=MailSettings(host=smtp_server.host, port=smtp_server.port, sender="idp@example.test"),
-    )
+    application = app_mailing_to(smtp_server, database_url, tmp_path, clock)
     yield application
     dispose_app(application)
 

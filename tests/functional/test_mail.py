@@ -22,19 +22,14 @@ from idp.models import OutboxMessage, Practitioner
 from idp.notifications import EVENTS, notify
 from tests.support import factories
 from tests.support.idp_server import build_app
-from tests.support.smtp import SmtpServer, free_port, html_of, text_of
+from tests.support.smtp import SmtpServer, app_mailing_to, free_port, html_of, text_of
 
 URL = re.compile(r"https?://[^\s<>\"']+")
 
 
 @pytest.fixture
 def mail_app(database_url, tmp_path, clock, smtp_server):
-    application = build_app(
-        database_url,
-        tmp_path,
-        clock,
-        mail=MailSettings(host=smtp_server.host, port=smtp_server.port, sender="idp@example.test"),
-    )
+    application = app_mailing_to(smtp_server, database_url, tmp_path, clock)
     yield application
     dispose_app(application)
 

@@ -76,3 +76,16 @@ def text_of(message: EmailMessage) -> str:
 
 def html_of(message: EmailMessage) -> str:
     return message.get_body(preferencelist=("html",)).get_content()
+
+
+def app_mailing_to(server: SmtpServer, database_url: str, tmp_path, clock):
+    """An IdP whose mail goes to ``server`` (tests override their ``app`` fixture with it)."""
+    from idp.config import MailSettings
+    from tests.support.idp_server import build_app
+
+    return build_app(
+        database_url,
+        tmp_path,
+        clock,
+        mail=MailSettings(host=server.host, port=server.port, sender="idp@example.test"),
+    )
