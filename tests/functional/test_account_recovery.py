@@ -233,7 +233,10 @@ def test_link_works_only_after_the_cooling_off(live_server, account, clock):
     assert early.status_code == 400 and "this link works only from" in early.text
     with live_server.app.app_context():
         assert get_db().get(Practitioner, _id).status == "active"
-    clock.advance(hours=24)
+    clock.advance(hours=23, minutes=59, seconds=59)  # one second before the delay ends
+    still = UserAgent(live_server.url, language="en").get(link)
+    assert still.status_code == 200 and 'id="start-recovery"' not in still.text
+    clock.advance(1)  # exactly 24 hours after the approval
     ready = UserAgent(live_server.url, language="en")
     page = ready.get(link)
     assert page.status_code == 200 and 'id="start-recovery"' in page.text
