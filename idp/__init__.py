@@ -22,6 +22,8 @@ from idp.resources import resource_dir
 from idp.sessions import DatabaseStore, RedisStore, ServerSessionInterface
 
 csrf = CSRFProtect()
+CLIENT_PATHS = frozenset(("/token", "/userinfo", "/jwks.json", "/.well-known/openid-configuration"))
+"""Called by applications, never by a browser's sign-in: no browser session there."""
 
 
 class IdPFlask(Flask):
@@ -59,9 +61,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         import redis
 
         app.extensions["idp.redis"] = redis.Redis.from_url(settings.redis_url)
-        app.session_interface = ServerSessionInterface(RedisStore(app.extensions["idp.redis"]))
+        store = RedisStore(app.extensions["idp.redis"])
     else:
-        app.session_interface = ServerSessionInterface(DatabaseStore(app))
+        store = DatabaseStore(app)
+    app.session_interface = ServerSessionInterface(store, sessionless=CLIENT_PATHS)
     csrf.init_app(app)
     i18n.init_app(app)
     headers.init_app(app)

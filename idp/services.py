@@ -21,6 +21,11 @@ def cipher() -> DataCipher:
     return current_app.extensions["idp.cipher"]
 
 
+def keyring():
+    """This process's signing keys and JWKS (``idp.oauth.keys.KeyRing``)."""
+    return current_app.extensions["idp.keyring"]
+
+
 def client_address() -> str:
     """The client's address, through ``IDP_TRUSTED_PROXIES`` only (``idp.forwarded``)."""
     from idp.forwarded import client_address as resolve

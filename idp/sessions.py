@@ -458,8 +458,11 @@ class ServerSessionInterface(SessionInterface):
     - A session deleted meanwhile, by a logout or a concurrent rotation, is never revived.
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, *, sessionless: frozenset[str] = frozenset()) -> None:
         self.store = store
+        self.sessionless = sessionless
+        """Paths served to clients, not browsers (token, UserInfo, discovery, JWKS): the
+        browser session is neither read nor written there."""
 
     def _limits(self, app: Flask) -> tuple[int, int]:
         settings = app.extensions["idp.settings"]
@@ -467,8 +470,11 @@ class ServerSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         now = app.extensions["idp.clock"].now().timestamp()
-        if app.static_url_path and request.path.startswith(app.static_url_path + "/"):
-            # A stylesheet or an icon needs no session: nothing is read, written or set.
+        if request.path in self.sessionless or (
+            app.static_url_path and request.path.startswith(app.static_url_path + "/")
+        ):
+            # A stylesheet, an icon or a client's call needs no session: nothing is read,
+            # written or set.
             return ServerSession(created_at=now)
         sid = request.cookies.get(cookie_name(app))
         if sid and len(sid) < 100:

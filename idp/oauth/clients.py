@@ -1,20 +1,27 @@
-"""Client registration: exact redirect URIs, hashed secrets."""
+"""Client registration: exact redirect URIs, hashed secrets; the per-process client cache."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
+import weakref
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from idp import audit
+from idp.clock import Clock
 from idp.crypto import hash_token
 from idp.models import OAuthClient
 from idp.oauth.claims import SCOPES_SUPPORTED
 from idp.oauth.keys import ALGORITHMS
 from idp.services import clock
+
+CLIENT_CACHE_SECONDS = 10.0
+"""How long a process trusts what it read of a client: a change made by another process (a
+new secret, a removed redirect URI) applies within this delay; one made here, at once."""
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
@@ -76,3 +83,44 @@ def register_client(
     audit.record(db, "oauth:client:registered", client_id=client.client_id)
     db.commit()
     return client, secret
+
+
+class ClientCache:
+    """Clients as this process last read them, each for ``CLIENT_CACHE_SECONDS``.
+
+    The cached objects are detached from any database session and only read (Authlib's
+    client checks). A client unknown is never cached: a new registration is found at once."""
+
+    _caches: weakref.WeakSet[ClientCache] = weakref.WeakSet()
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, OAuthClient]] = {}
+        ClientCache._caches.add(self)
+
+    def get(self, db: Session, client_id: str) -> OAuthClient | None:
+        now = self._clock.now().timestamp()
+        entry = self._entries.get(client_id)
+        if entry is not None and now - entry[0] < CLIENT_CACHE_SECONDS:
+            return entry[1]
+        client = db.execute(
+            select(OAuthClient).where(OAuthClient.client_id == client_id)
+        ).scalar_one_or_none()
+        if client is None:
+            self._entries.pop(client_id, None)
+            return None
+        db.expunge(client)
+        with self._lock:
+            self._entries[client_id] = (now, client)
+        return client
+
+    @classmethod
+    def forget_all(cls, *_args) -> None:
+        for cache in list(cls._caches):
+            with cache._lock:
+                cache._entries.clear()
+
+
+for _change in ("after_insert", "after_update", "after_delete"):
+    event.listen(OAuthClient, _change, ClientCache.forget_all)

@@ -10,7 +10,7 @@ import datetime as dt
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
-from flask import Flask
+from flask import Flask, current_app, g
 from sqlalchemy import select, update
 
 from idp import audit
@@ -21,18 +21,15 @@ from idp.db import get_db
 from idp.models import AuthorizationCode, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
+from idp.oauth.clients import ClientCache
 from idp.oauth.validation import AuthorizationRequestRules, ProviderAuthorizationServer
-from idp.services import cipher, clock, settings
+from idp.services import clock, keyring, settings
 
 
 def query_client(client_id: str) -> OAuthClient | None:
     if not client_id or len(client_id) > 64 or not client_id.isprintable():
         return None
-    return (
-        get_db()
-        .execute(select(OAuthClient).where(OAuthClient.client_id == client_id))
-        .scalar_one_or_none()
-    )
+    return current_app.extensions["idp.clients"].get(get_db(), client_id)
 
 
 def save_token(token: dict, oauth_request) -> None:
@@ -114,43 +111,57 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
     def query_authorization_code(self, code: str, client: OAuthClient):
         """Consume the code atomically; a second use revokes what the first one issued.
 
-        The claim is not committed here: the token view commits once, after the token is
-        saved, so the claim and the token land together. A replay that arrives in between
+        One ``UPDATE … RETURNING`` claims the code and reads it. The claim is not committed
+        here: the token view commits once, after the token is saved, so the claim and the
+        token land together. A replay that arrives in between
         waits for that commit (the claimed row is locked), then finds the token to revoke. A
         failed exchange (wrong verifier, expired code) commits the claim alone: one try.
         """
         db = get_db()
-        row = db.execute(
-            select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(code))
-        ).scalar_one_or_none()
-        if row is None or row.client_id != client.client_id:
-            return None
         now = clock().now()
-        claimed = db.execute(
+        code_hash = hash_token(code)
+        row = db.execute(
             update(AuthorizationCode)
-            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
-            revoked = db.execute(
-                update(Token)
-                .where(Token.authorization_code_id == row.id, Token.revoked_at.is_(None))
-                .values(revoked_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            audit.record(
-                db,
-                "oauth:code:reused",
-                practitioner_id=row.practitioner_id,
-                client_id=client.client_id,
-                revoked_tokens=revoked,
+            .where(
+                AuthorizationCode.code_hash == code_hash,
+                AuthorizationCode.client_id == client.client_id,
+                AuthorizationCode.used_at.is_(None),
             )
-            db.commit()
+            .values(used_at=now)
+            .returning(AuthorizationCode)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if row is None:
+            spent = db.execute(
+                select(AuthorizationCode.id, AuthorizationCode.practitioner_id).where(
+                    AuthorizationCode.code_hash == code_hash,
+                    AuthorizationCode.client_id == client.client_id,
+                )
+            ).one_or_none()
+            if spent is not None:
+                self._revoke_reused(db, spent.id, spent.practitioner_id, client, now)
             return None
         if (now - row.issued_at).total_seconds() > settings().code_ttl_seconds:
             return None
         return row
+
+    @staticmethod
+    def _revoke_reused(db, code_id: int, practitioner_id: int, client, now) -> None:
+        """A spent code presented again: what it bought is revoked (RFC 6749 §4.1.2)."""
+        revoked = db.execute(
+            update(Token)
+            .where(Token.authorization_code_id == code_id, Token.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        audit.record(
+            db,
+            "oauth:code:reused",
+            practitioner_id=practitioner_id,
+            client_id=client.client_id,
+            revoked_tokens=revoked,
+        )
+        db.commit()
 
     def delete_authorization_code(self, authorization_code) -> None:
         """Nothing to do: the code was marked used when it was claimed."""
@@ -183,16 +194,20 @@ class ProviderOpenIDCode(OpenIDCode):
     def get_client_algorithm(self, client: OAuthClient) -> str:
         return client.id_token_signed_response_alg or "RS256"
 
+    def _signing_key(self, client: OAuthClient) -> tuple[str, object]:
+        """(kid, key) for this client's algorithm, taken once per request: the header's kid
+        and the signature always come from the same key, even across a rotation."""
+        alg = self.get_client_algorithm(client)
+        if getattr(g, "idp_signing", (None,))[0] != alg:
+            g.idp_signing = (alg, *keyring().signing_key(get_db(), alg))
+        return g.idp_signing[1:]
+
     def resolve_client_private_key(self, client: OAuthClient):
-        _kid, key = keys.signing_key(
-            get_db(), alg=self.get_client_algorithm(client), cipher=cipher(), clock=clock()
-        )
-        return key
+        return self._signing_key(client)[1]
 
     def get_encode_header(self, client: OAuthClient) -> dict:
-        alg = self.get_client_algorithm(client)
-        row = keys.signing_row(get_db(), alg=alg, cipher=cipher(), clock=clock())
-        return {"alg": alg, "kid": row.kid, "typ": "JWT"}
+        kid, _key = self._signing_key(client)
+        return {"alg": self.get_client_algorithm(client), "kid": kid, "typ": "JWT"}
 
     def get_client_claims(self, client: OAuthClient) -> dict:
         now = int(clock().now().timestamp())
@@ -208,6 +223,10 @@ class ProviderOpenIDCode(OpenIDCode):
 
 
 def create_server(app: Flask) -> ProviderAuthorizationServer:
+    app.extensions["idp.clients"] = ClientCache(app.extensions["idp.clock"])
+    app.extensions["idp.keyring"] = keys.KeyRing(
+        cipher=app.extensions["idp.cipher"], clock=app.extensions["idp.clock"]
+    )
     ttl = app.extensions["idp.settings"].access_token_ttl_seconds
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ttl})
     app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", True)

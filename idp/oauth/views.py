@@ -41,7 +41,7 @@ from idp.oauth.validation import (
     is_printable_ascii,
     requested_acr,
 )
-from idp.services import cipher, clock, settings
+from idp.services import clock, keyring, settings
 
 bp = Blueprint("oauth", __name__)
 
@@ -56,10 +56,13 @@ def endpoint(path: str) -> str:
     return settings().issuer + path
 
 
-@bp.get("/.well-known/openid-configuration")
-@policy(Policy.PUBLIC, get_changes_state=False)
-def discovery():
-    return jsonify(
+DOCUMENT_MAX_AGE = 300
+"""Seconds a client may keep discovery and the JWKS without asking (a rotation shows within
+this long; retired keys stay published far longer)."""
+
+
+def discovery_document() -> dict:
+    return dict(
         issuer=settings().issuer,
         authorization_endpoint=endpoint("/authorize"),
         token_endpoint=endpoint("/token"),
@@ -84,16 +87,34 @@ def discovery():
     )
 
 
+def published_json(document: keys.Published) -> Response:
+    """A document served from memory: its ETag, a 304 when the client has it already."""
+    headers = {
+        "ETag": document.etag,
+        "Cache-Control": f"public, max-age={DOCUMENT_MAX_AGE}",
+        "Vary": "Accept-Encoding",
+    }
+    if document.etag in request.if_none_match:
+        return Response(status=304, headers=headers)
+    return Response(document.body, mimetype="application/json", headers=headers)
+
+
+@bp.get("/.well-known/openid-configuration")
+@policy(Policy.PUBLIC, get_changes_state=False)
+def discovery():
+    """Built once per process (per issuer: the configuration names it)."""
+    cache = current_app.extensions.setdefault("idp.discovery", {})
+    issuer = settings().issuer
+    if issuer not in cache:
+        cache.clear()
+        cache[issuer] = keys.published(discovery_document())
+    return published_json(cache[issuer])
+
+
 @bp.get("/jwks.json")
 @policy(Policy.PUBLIC, get_changes_state=True)  # the first fetch creates the signing keys
 def jwks():
-    document = keys.public_jwks(get_db(), clock=clock())
-    if not document["keys"]:
-        keys.ensure_keys(get_db(), cipher=cipher(), clock=clock())
-        document = keys.public_jwks(get_db(), clock=clock())
-    response = jsonify(document)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return published_json(keyring().jwks(get_db()))
 
 
 def with_issuer(response: Response) -> Response:
@@ -340,17 +361,22 @@ def userinfo():
         response = bearer_error("invalid_token", "Missing bearer token.")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    db = get_db()
-    row = db.execute(
-        select(Token).where(Token.access_token_hash == hash_token(value.strip()))
-    ).scalar_one_or_none()
+    found = (
+        get_db()
+        .execute(
+            select(Token, Practitioner)
+            .join(Practitioner, Practitioner.id == Token.practitioner_id)
+            .where(Token.access_token_hash == hash_token(value.strip()))
+        )
+        .one_or_none()
+    )
     now = clock().now()
+    row, practitioner = found if found is not None else (None, None)
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         return bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
     if "openid" not in row.scope.split():
         return bearer_error("insufficient_scope", "The openid scope is required.", 403)
-    practitioner = db.get(Practitioner, row.practitioner_id)
-    if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
+    if practitioner.status != PractitionerStatus.ACTIVE:
         return bearer_error("invalid_token", "The account is no longer active.")
     response = jsonify(user_claims(practitioner, row.scope))
     response.headers["Cache-Control"] = "no-store"
