@@ -113,7 +113,7 @@ def public_jwks(db: Session, *, clock: Clock) -> dict:
 
 @dataclass(frozen=True)
 class Published:
-    """What the JWKS endpoint serves: the document's bytes and their ETag."""
+    """A document served from memory: its bytes and their entity tag (unquoted)."""
 
     body: bytes
     etag: str
@@ -121,7 +121,7 @@ class Published:
 
 def published(document: dict) -> Published:
     body = json.dumps(document, separators=(",", ":")).encode()
-    return Published(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    return Published(body, hashlib.sha256(body).hexdigest()[:32])
 
 
 @dataclass(frozen=True)

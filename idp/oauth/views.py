@@ -90,11 +90,11 @@ def discovery_document() -> dict:
 def published_json(document: keys.Published) -> Response:
     """A document served from memory: its ETag, a 304 when the client has it already."""
     headers = {
-        "ETag": document.etag,
+        "ETag": f'"{document.etag}"',
         "Cache-Control": f"public, max-age={DOCUMENT_MAX_AGE}",
         "Vary": "Accept-Encoding",
     }
-    if document.etag in request.if_none_match:
+    if request.if_none_match.contains(document.etag):
         return Response(status=304, headers=headers)
     return Response(document.body, mimetype="application/json", headers=headers)
 
