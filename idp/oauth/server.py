@@ -11,14 +11,21 @@ from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grant
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
 from flask import Flask, current_app, g
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from idp import audit
 from idp.auth import assurance
 from idp.auth.policy import current_auth
-from idp.crypto import hash_token
+from idp.crypto import hash_token, new_token
 from idp.db import get_db
-from idp.models import AuthorizationCode, OAuthClient, Practitioner, PractitionerStatus, Token
+from idp.models import (
+    AuditEvent,
+    AuthorizationCode,
+    OAuthClient,
+    Practitioner,
+    PractitionerStatus,
+    Token,
+)
 from idp.oauth import keys
 from idp.oauth.claims import user_claims
 from idp.oauth.clients import ClientCache
@@ -32,14 +39,46 @@ def query_client(client_id: str) -> OAuthClient | None:
     return current_app.extensions["idp.clients"].get(get_db(), client_id)
 
 
+def new_access_token(**_request) -> str:
+    """256 bits from the OS in one call (Authlib's default draws one character at a time)."""
+    return new_token(32)
+
+
+_CODES = AuthorizationCode.__table__
+# Built once: each request only binds its values (SQLAlchemy's compiled cache does the rest).
+CLAIM_CODE = (
+    update(_CODES)
+    .where(
+        _CODES.c.code_hash == bindparam("hash"),
+        _CODES.c.client_id == bindparam("client"),
+        _CODES.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("now"))
+    .returning(*_CODES.c)
+)
+SPENT_CODE = select(_CODES.c.id, _CODES.c.practitioner_id).where(
+    _CODES.c.code_hash == bindparam("hash"), _CODES.c.client_id == bindparam("client")
+)
+PRACTITIONER = select(*Practitioner.__table__.c).where(
+    Practitioner.__table__.c.id == bindparam("id")
+)
+INSERT_TOKEN = insert(Token.__table__)
+INSERT_AUDIT = insert(AuditEvent.__table__)
+
+
 def save_token(token: dict, oauth_request) -> None:
+    """The token and its audit row, as two plain INSERTs (no unit of work to flush: this is
+    the hottest write of the service). No commit here: the token lands in the code claim's
+    transaction (the token view commits)."""
     db = get_db()
     code: AuthorizationCode = oauth_request.authorization_code
     now = clock().now()
-    db.add(
-        Token(
+    client_id = oauth_request.client.client_id
+    db.execute(
+        INSERT_TOKEN,
+        dict(
             access_token_hash=hash_token(token["access_token"]),
-            client_id=oauth_request.client.client_id,
+            client_id=client_id,
             practitioner_id=oauth_request.user.id,
             authorization_code_id=code.id,
             scope=token.get("scope", ""),
@@ -48,16 +87,17 @@ def save_token(token: dict, oauth_request) -> None:
             auth_time=code.auth_time,
             issued_at=now,
             expires_at=now + dt.timedelta(seconds=int(token["expires_in"])),
-        )
+        ),
     )
-    audit.record(
-        db,
-        "oauth:token:issued",
-        practitioner_id=oauth_request.user.id,
-        client_id=oauth_request.client.client_id,
-        scope=token.get("scope", ""),
+    db.execute(
+        INSERT_AUDIT,
+        audit.values(
+            "oauth:token:issued",
+            practitioner_id=oauth_request.user.id,
+            client_id=client_id,
+            scope=token.get("scope", ""),
+        ),
     )
-    # No commit here: the token lands in the code claim's transaction (the token view commits).
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -120,23 +160,13 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
         db = get_db()
         now = clock().now()
         code_hash = hash_token(code)
-        row = db.execute(
-            update(AuthorizationCode)
-            .where(
-                AuthorizationCode.code_hash == code_hash,
-                AuthorizationCode.client_id == client.client_id,
-                AuthorizationCode.used_at.is_(None),
-            )
-            .values(used_at=now)
-            .returning(AuthorizationCode)
-            .execution_options(synchronize_session=False)
-        ).scalar_one_or_none()
+        claimed = db.execute(
+            CLAIM_CODE, {"hash": code_hash, "client": client.client_id, "now": now}
+        ).one_or_none()
+        row = AuthorizationCode(**claimed._mapping) if claimed is not None else None
         if row is None:
             spent = db.execute(
-                select(AuthorizationCode.id, AuthorizationCode.practitioner_id).where(
-                    AuthorizationCode.code_hash == code_hash,
-                    AuthorizationCode.client_id == client.client_id,
-                )
+                SPENT_CODE, {"hash": code_hash, "client": client.client_id}
             ).one_or_none()
             if spent is not None:
                 self._revoke_reused(db, spent.id, spent.practitioner_id, client, now)
@@ -167,7 +197,10 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
         """Nothing to do: the code was marked used when it was claimed."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode):
-        practitioner = get_db().get(Practitioner, authorization_code.practitioner_id)
+        found = (
+            get_db().execute(PRACTITIONER, {"id": authorization_code.practitioner_id}).one_or_none()
+        )
+        practitioner = Practitioner(**found._mapping) if found is not None else None
         if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
             return None
         if practitioner.password_change_required:  # "This wasn't me" since the code was issued
@@ -229,7 +262,7 @@ def create_server(app: Flask) -> ProviderAuthorizationServer:
     )
     ttl = app.extensions["idp.settings"].access_token_ttl_seconds
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ttl})
-    app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", new_access_token)
     server = ProviderAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_grant(
         AuthorizationCodeGrant, [S256CodeChallenge(required=True), ProviderOpenIDCode()]

@@ -21,7 +21,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, validate_csrf
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from wtforms import ValidationError
 
 from idp import audit
@@ -29,7 +29,7 @@ from idp.auth import assurance, flow
 from idp.auth.error_pages import Back, render_error
 from idp.auth.policy import FORCED_CHANGE_PAGE, Policy, current_auth, policy
 from idp.crypto import hash_token
-from idp.db import get_db
+from idp.db import get_db, read_one
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
 from idp.oauth import keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
@@ -351,6 +351,15 @@ def bearer_error(error: str, description: str, status: int = 401):
     return response
 
 
+_TOKENS = Token.__table__
+USERINFO = (
+    select(_TOKENS.c.revoked_at, _TOKENS.c.expires_at, _TOKENS.c.scope, *Practitioner.__table__.c)
+    .join(Practitioner.__table__, Practitioner.__table__.c.id == _TOKENS.c.practitioner_id)
+    .where(_TOKENS.c.access_token_hash == bindparam("hash"))
+)
+"""Built once: the token and its practitioner in one read."""
+
+
 @bp.route("/userinfo", methods=["GET", "POST"])
 @policy(Policy.BEARER, get_changes_state=False)
 def userinfo():
@@ -361,23 +370,15 @@ def userinfo():
         response = bearer_error("invalid_token", "Missing bearer token.")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    found = (
-        get_db()
-        .execute(
-            select(Token, Practitioner)
-            .join(Practitioner, Practitioner.id == Token.practitioner_id)
-            .where(Token.access_token_hash == hash_token(value.strip()))
-        )
-        .one_or_none()
-    )
-    now = clock().now()
-    row, practitioner = found if found is not None else (None, None)
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    found = read_one(USERINFO, {"hash": hash_token(value.strip())})
+    if found is None or found.revoked_at is not None or found.expires_at <= clock().now():
         return bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
-    if "openid" not in row.scope.split():
+    if "openid" not in found.scope.split():
         return bearer_error("insufficient_scope", "The openid scope is required.", 403)
+    columns = Practitioner.__table__.c.keys()
+    practitioner = Practitioner(**{name: getattr(found, name) for name in columns})
     if practitioner.status != PractitionerStatus.ACTIVE:
         return bearer_error("invalid_token", "The account is no longer active.")
-    response = jsonify(user_claims(practitioner, row.scope))
+    response = jsonify(user_claims(practitioner, found.scope))
     response.headers["Cache-Control"] = "no-store"
     return response

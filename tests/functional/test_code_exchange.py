@@ -33,17 +33,17 @@ def test_a_replay_between_claim_and_token_still_revokes_the_token(
     rp, _agent, location = full_login(live_server, demo, clock)
     code = query_of(location)["code"][0]
     claimed = threading.Event()
-    record = audit.record
+    values = audit.values
 
-    def slow_token_record(db, event, **kwargs):
-        """The first exchange has claimed the code and is about to save its token: pause."""
-        entry = record(db, event, **kwargs)
+    def slow_token_audit(event, **kwargs):
+        """The first exchange has claimed the code and not yet committed its token: pause."""
+        row = values(event, **kwargs)
         if event == "oauth:token:issued" and not claimed.is_set():
             claimed.set()
             time.sleep(1.0)  # the replay arrives now
-        return entry
+        return row
 
-    monkeypatch.setattr(audit, "record", slow_token_record)
+    monkeypatch.setattr(audit, "values", slow_token_audit)
     first: dict = {}
     exchange = threading.Thread(target=lambda: first.update(r=redeem(live_server, demo, rp, code)))
     exchange.start()
