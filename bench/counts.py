@@ -103,7 +103,9 @@ def login_steps(server_url: str, demo: dict, clock, counter: Counter, show: bool
     )
     record("password → second step")
     callback = agent.submit_totp(totp_now(demo["totp_secret"], clock), page)
-    assert callback.headers["Location"].startswith("http://localhost:9999/callback?code=")
+    assert callback.headers.get("Location", "").startswith(
+        "http://localhost:9999/callback?code="
+    ), callback.text[:2000]
     record("TOTP → code")
     token = rp.exchange(callback.headers["Location"])
     record("code exchange")

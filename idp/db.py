@@ -88,8 +88,16 @@ def init_app(app: Flask, url: str) -> None:
     # from a pool of their own: a burst of requests holding the request pool's connections can
     # never starve them (which would leave each request waiting for the next).
     app.extensions["idp.state_engine"] = make_engine(url)
-    app.extensions["idp.sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["idp.sessionmaker"] = maker = sessionmaker(engine, expire_on_commit=False)
+    event.listen(maker, "loaded_as_persistent", _hold)
     app.teardown_appcontext(_close_session)
+
+
+def _hold(session: Session, instance) -> None:
+    """A request's session keeps what it loaded until the request ends. The identity map
+    alone holds objects weakly: a practitioner loaded by one step and dropped would be read
+    again by the next ``db.get`` of the same request."""
+    session.info.setdefault("held", []).append(instance)
 
 
 def dispose(app: Flask) -> None:

@@ -43,7 +43,7 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from idp import audit, mail
@@ -515,18 +515,19 @@ def failed_attempts_since_last_login(
     db: Session, practitioner_id: int
 ) -> tuple[int, dt.datetime | None]:
     """Failed sign-in attempts on the account since its previous completed login."""
-    previous = db.execute(
-        select(func.max(AuditEvent.at)).where(
-            AuditEvent.practitioner_id == practitioner_id, AuditEvent.event == LOGIN_COMPLETED
-        )
-    ).scalar()
-    failed = ["auth:password:failed", *(f"auth:{m.kind}:failed" for m in methods())]
-    query = select(func.count(), func.max(AuditEvent.at)).where(
-        AuditEvent.practitioner_id == practitioner_id, AuditEvent.event.in_(failed)
+    previous = (
+        select(func.max(AuditEvent.at))
+        .where(AuditEvent.practitioner_id == practitioner_id, AuditEvent.event == LOGIN_COMPLETED)
+        .scalar_subquery()
     )
-    if previous is not None:
-        query = query.where(AuditEvent.at > previous)
-    count, last = db.execute(query).one()
+    failed = ["auth:password:failed", *(f"auth:{m.kind}:failed" for m in methods())]
+    count, last = db.execute(
+        select(func.count(), func.max(AuditEvent.at)).where(
+            AuditEvent.practitioner_id == practitioner_id,
+            AuditEvent.event.in_(failed),
+            or_(previous.is_(None), AuditEvent.at > previous),
+        )
+    ).one()
     return int(count), last
 
 

@@ -200,11 +200,12 @@ def login():
             error = _("This account is suspended. Contact your administrator.")
         return render_template("login.html", form=form, error=error, **context), 403
     flow.state().begin_login(verified.practitioner_id, now=clock().now())
+    practitioner = get_db().get(Practitioner, verified.practitioner_id)
     if form.remember.data:
-        remember.remember(get_db().get(Practitioner, verified.practitioner_id).rpps)
+        remember.remember(practitioner.rpps)
     else:
         remember.forget()
-    return redirect(url_for("auth.second_factor"), code=303)
+    return redirect(second_step_url(practitioner), code=303)
 
 
 @bp.post("/login/forget")
@@ -343,6 +344,15 @@ def offered_factors(practitioner: Practitioner) -> list[str]:
     return methods().offered(
         get_db(), practitioner.id, required_acr=required_acr(practitioner.id), now=clock().now()
     )
+
+
+def second_step_url(practitioner: Practitioner) -> str:
+    """Straight to the default method's page (one redirect fewer after the password), or to
+    the page that explains there is none."""
+    factors = offered_factors(practitioner)
+    if not factors:
+        return url_for("auth.second_factor")
+    return url_for(methods()[methods().default_choice(factors)].login_endpoint)
 
 
 @bp.route("/login/second-factor", methods=["GET"])
