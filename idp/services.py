@@ -1,4 +1,4 @@
-"""Access to the app-wide collaborators (clock, cipher, throttle) from request code."""
+"""Access to the app-wide collaborators (clock, cipher, passwords, throttle) from request code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import current_app, request
 
 from idp.clock import Clock
 from idp.config import Settings
-from idp.crypto import DataCipher
+from idp.crypto import DataCipher, Passwords
 
 
 def clock() -> Clock:
@@ -19,6 +19,11 @@ def settings() -> Settings:
 
 def cipher() -> DataCipher:
     return current_app.extensions["idp.cipher"]
+
+
+def passwords() -> Passwords:
+    """Password hashing with this deployment's argon2id parameters (``IDP_ARGON2_*``)."""
+    return current_app.extensions["idp.passwords"]
 
 
 def client_address() -> str:
