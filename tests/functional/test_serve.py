@@ -10,7 +10,10 @@ import time
 import pytest
 import requests
 
+from idp.config import load_settings
+from idp.db import dispose as dispose_app
 from tests.functional.test_cli_and_demo import production_server, run_idp
+from tests.support.idp_server import build_app
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 """A request whose headers are not finished: the thread reading it waits for the rest."""
@@ -117,3 +120,17 @@ def test_serve_refuses_zero_threads_or_workers(tmp_path):
         assert result.returncode == 2 and f"Invalid value for '{option}'" in result.stderr
     result = run_idp("serve", tmp_path=tmp_path, env_extra={"IDP_THREADS": "0"}, check=False)
     assert result.returncode == 2 and "Invalid value for '--threads'" in result.stderr
+
+
+def test_each_database_pool_keeps_a_connection_for_every_thread(database_url, tmp_path, clock):
+    """The request pool and the state pool (throttle, sessions) each keep threads + 1
+    connections (the background thread beside the request threads): 4 threads, 5 each."""
+    assert load_settings({"IDP_INSTANCE_PATH": str(tmp_path)}).threads == 4
+    assert load_settings({"IDP_INSTANCE_PATH": str(tmp_path), "IDP_THREADS": "16"}).threads == 16
+    for threads, kept in ((4, 5), (16, 17)):
+        app = build_app(database_url, tmp_path, clock, threads=threads)
+        try:
+            assert app.extensions["idp.engine"].pool.size() == kept
+            assert app.extensions["idp.state_engine"].pool.size() == kept
+        finally:
+            dispose_app(app)
