@@ -134,3 +134,10 @@ def test_each_database_pool_keeps_a_connection_for_every_thread(database_url, tm
             assert app.extensions["idp.state_engine"].pool.size() == kept
         finally:
             dispose_app(app)
+
+
+def test_serve_refuses_password_hashing_below_the_floor(tmp_path):
+    cheap = {"IDP_ENV": "production", "IDP_ARGON2_TIME_COST": "1"}
+    result = run_idp("serve", tmp_path=tmp_path, env_extra=cheap, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: IDP_ARGON2_MEMORY_KIB x IDP_ARGON2_TIME_COST is 9216 x 1 = 9216" in result.stderr
