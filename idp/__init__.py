@@ -14,7 +14,7 @@ from idp import db, headers, i18n, wsgi_input
 from idp.auth import assurance, policy
 from idp.clock import SystemClock
 from idp.config import Settings, check_keys, load_settings
-from idp.crypto import DataCipher, derive_key
+from idp.crypto import DataCipher, Passwords, derive_key
 from idp.factors.smartcard.trust import CrlStoreUnavailableError
 from idp.ratelimit import ThrottleUnavailableError
 from idp.redaction import redact_path
@@ -56,7 +56,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["idp.settings"] = settings
     app.extensions["idp.clock"] = test_config.get("CLOCK") or SystemClock()
     app.extensions["idp.cipher"] = DataCipher(settings.data_key)
-    db.init_app(app, settings.database_url)
+    app.extensions["idp.passwords"] = Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    db.init_app(app, settings.database_url, pool_size=settings.threads + 1)
     if settings.redis_url:
         import redis
 

@@ -96,13 +96,36 @@ def db_grants(role: str, apply_: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the IdP with gunicorn."""
+@click.option(
+    "--workers",
+    envvar="IDP_WORKERS",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes (env IDP_WORKERS); one per core is a good start",
+)
+@click.option(
+    "--threads",
+    envvar="IDP_THREADS",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Request threads of each worker (env IDP_THREADS)",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    envvar="IDP_ACCESS_LOG",
+    default=True,
+    show_default=True,
+    help="One redacted line a request on standard output (env IDP_ACCESS_LOG)",
+)
+def serve(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
+    """Serve the IdP with gunicorn: WORKERS processes of THREADS threads each, keep-alive."""
     from idp.wsgi_server import run
 
-    settings = load_settings()
+    os.environ["IDP_THREADS"] = str(threads)  # the workers' settings: pools sized to match
     try:
+        settings = load_settings()
         check_keys(settings)
     except ConfigError as exc:
         fail(str(exc))
@@ -114,7 +137,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
         ensure_keys(get_db(), cipher=cipher(), clock=clock())
     dispose_app(app)
-    run(host=host, port=port, workers=workers)
+    run(host=host, port=port, workers=workers, threads=threads, access_log=access_log)
 
 
 @main.group()

@@ -86,6 +86,15 @@ class Settings:
     """Delay between the approval and the recovery link working (``IDP_RECOVERY_COOLING_OFF``)."""
     mail: MailSettings = field(default_factory=MailSettings)
     """How email leaves (``IDP_SMTP_*``, ``IDP_MAIL_FROM``); no host: mail stays queued."""
+    argon2_time_cost: int = 4
+    """Passes over memory of each password hash (``IDP_ARGON2_TIME_COST``)."""
+    argon2_memory_kib: int = 9216
+    """Memory of each password hash, in KiB (``IDP_ARGON2_MEMORY_KIB``): held by every login
+    being checked at once, so multiplied by threads x workers at worst."""
+    argon2_parallelism: int = 1
+    """Lanes of each password hash (``IDP_ARGON2_PARALLELISM``)."""
+    threads: int = 4
+    """Request threads of each ``idp serve`` worker (``IDP_THREADS``): sizes the pools."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -195,7 +204,56 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             default=24 * 3600,
         ),
         mail=load_mail_settings(env, issuer=env.get("IDP_ISSUER", "http://localhost:5000")),
+        threads=parse_count(
+            env.get("IDP_THREADS", ""), variable="IDP_THREADS", default=Settings.threads
+        ),
+        **load_argon2(env, development=mode == "development"),
     )
+
+
+ARGON2_DEFAULTS = {
+    "IDP_ARGON2_TIME_COST": Settings.argon2_time_cost,
+    "IDP_ARGON2_MEMORY_KIB": Settings.argon2_memory_kib,
+    "IDP_ARGON2_PARALLELISM": Settings.argon2_parallelism,
+}
+ARGON2_FLOOR = 7168 * 5
+"""OWASP's weakest equal-strength argon2id setting (m=7168 KiB, t=5, p=1) as memory x passes:
+each of its configurations (m=47104/t=1 ... m=7168/t=5) reaches at least this."""
+
+
+def parse_count(value: str, *, variable: str, default: int) -> int:
+    """A whole number of at least 1 (empty: the default)."""
+    value = value.strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{variable}: {value!r} is not a whole number of at least 1")
+    return int(value)
+
+
+def load_argon2(env: dict[str, str], *, development: bool) -> dict[str, int]:
+    """Password hashing parameters; below OWASP's floor only in development (fast tests)."""
+    time_cost, memory_kib, parallelism = (
+        parse_count(env.get(name, ""), variable=name, default=default)
+        for name, default in ARGON2_DEFAULTS.items()
+    )
+    if memory_kib < 8 * parallelism:
+        raise ConfigError(
+            f"IDP_ARGON2_MEMORY_KIB: argon2 needs at least 8 KiB per lane "
+            f"({8 * parallelism} KiB for IDP_ARGON2_PARALLELISM={parallelism})"
+        )
+    if memory_kib * time_cost < ARGON2_FLOOR and not development:
+        raise ConfigError(
+            f"IDP_ARGON2_MEMORY_KIB x IDP_ARGON2_TIME_COST is {memory_kib} x {time_cost} = "
+            f"{memory_kib * time_cost}, below OWASP's minimum of {ARGON2_FLOOR} "
+            "(7168 KiB x 5 passes; the default is 9216 KiB x 4). Raise them, or set "
+            "IDP_ENV=development."
+        )
+    return {
+        "argon2_time_cost": time_cost,
+        "argon2_memory_kib": memory_kib,
+        "argon2_parallelism": parallelism,
+    }
 
 
 DEFAULT_SECURITY = {465: "tls", 587: "starttls"}

@@ -8,15 +8,13 @@ import hmac
 import os
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _FORMAT = "v1"
-_passwords = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_HASH = _passwords.hash(secrets.token_hex(16))
 
 
 def derive_key(material: str, purpose: str) -> bytes:
@@ -51,20 +49,42 @@ class DataCipher:
             raise DecryptionError("cannot decrypt") from exc
 
 
-def hash_password(password: str) -> str:
-    return _passwords.hash(password)
+class Passwords:
+    """Password hashing: argon2id with the deployment's parameters (``IDP_ARGON2_*``).
 
+    One per app (``idp.services.passwords``). Unknown accounts are checked against a dummy
+    hash made with the same parameters, so a login costs the same whether or not the account
+    exists. A hash made with other parameters still verifies; ``needs_rehash`` says it should
+    be replaced (the login does, in its own commit)."""
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Constant work whether or not the account exists (``stored_hash`` None)."""
-    try:
-        return _passwords.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
+        )
+        self._dummy = self._hasher.hash(secrets.token_hex(16))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Constant work whether or not the account exists (``stored_hash`` None)."""
+        try:
+            return self._hasher.verify(stored_hash or self._dummy, password) and bool(stored_hash)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """Made with other parameters (or another variant) than this deployment's."""
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except (InvalidHashError, ValueError):
+            return True
 
 
 def hash_token(token: str) -> str:
-    """High-entropy tokens (codes, access tokens, session ids) are stored as SHA-256."""
+    """High-entropy tokens (codes, access tokens, session ids, client secrets, recovery codes)
+    are stored as SHA-256: with 128 or more random bits (80 for a recovery code) there is
+    nothing to guess from a dictionary, so a slow hash would only cost CPU on every request."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -26,12 +26,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+DEFAULT_POOL_SIZE = 5
+
+
+def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """Statement parameters stay out of error messages and logs: a failed write of a session
-    or a lookup would otherwise print the values it carried."""
+    or a lookup would otherwise print the values it carried.
+
+    ``pool_size`` connections stay open (``init_app``: one per request thread and one for the
+    background thread beside them); up to 10 more open for a burst and close after it."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, pool_size=pool_size
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -45,7 +53,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, hide_parameters=True, pool_recycle=RECYCLE_SECONDS)
+    engine = create_engine(
+        url, hide_parameters=True, pool_size=pool_size, pool_recycle=RECYCLE_SECONDS
+    )
     _ping_when_idle(engine)
     return engine
 
@@ -79,15 +89,17 @@ def _ping_when_idle(engine: Engine) -> None:
             raise exc.DisconnectionError() from error
 
 
-def init_app(app: Flask, url: str) -> None:
+def init_app(app: Flask, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    """``pool_size``: at least the worker's request threads (``Settings.threads`` + 1), so no
+    request waits for a connection another thread holds."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=pool_size)
     app.extensions["idp.engine"] = engine
     # Throttle counters and browser sessions are written on short transactions of their own,
     # from a pool of their own: a burst of requests holding the request pool's connections can
     # never starve them (which would leave each request waiting for the next).
-    app.extensions["idp.state_engine"] = make_engine(url)
+    app.extensions["idp.state_engine"] = make_engine(url, pool_size=pool_size)
     app.extensions["idp.sessionmaker"] = maker = sessionmaker(engine, expire_on_commit=False)
     event.listen(maker, "loaded_as_persistent", _hold)
     app.teardown_appcontext(_close_session)

@@ -1,4 +1,4 @@
-"""Access to the app-wide collaborators (clock, cipher, throttle) from request code."""
+"""Access to the app-wide collaborators (clock, cipher, passwords, throttle) from request code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import current_app, request
 
 from idp.clock import Clock
 from idp.config import Settings
-from idp.crypto import DataCipher
+from idp.crypto import DataCipher, Passwords
 
 
 def clock() -> Clock:
@@ -24,6 +24,11 @@ def cipher() -> DataCipher:
 def keyring():
     """This process's signing keys and JWKS (``idp.oauth.keys.KeyRing``)."""
     return current_app.extensions["idp.keyring"]
+
+
+def passwords() -> Passwords:
+    """Password hashing with this deployment's argon2id parameters (``IDP_ARGON2_*``)."""
+    return current_app.extensions["idp.passwords"]
 
 
 def client_address() -> str:

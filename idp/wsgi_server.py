@@ -95,12 +95,31 @@ class IdPServer(BaseApplication):
         return app
 
 
-def run(*, host: str, port: int, workers: int, factory=None) -> None:
+KEEPALIVE_SECONDS = 5
+"""How long an idle connection stays open for the next request (behind a proxy that reuses
+its connections, or a browser loading a page's assets)."""
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int = 4,
+    access_log: bool = True,
+    factory=None,
+) -> None:
+    """``workers`` processes of ``threads`` threads each (gunicorn's ``gthread``): a request
+    waiting on the database or a password hash (argon2 releases the GIL) holds one thread, not
+    the process."""
     IdPServer(
         {
             "bind": f"{host}:{port}",
             "workers": workers,
-            "accesslog": "-",
+            "worker_class": "gthread",
+            "threads": threads,
+            "keepalive": KEEPALIVE_SECONDS,
+            "accesslog": "-" if access_log else None,
             "logger_class": RedactingLogger,
             "forwarded_allow_ips": "127.0.0.1",
             "timeout": 30,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.accounts import service
 from idp.auth.password import find_practitioner
-from idp.crypto import hash_password, hash_token, new_token
+from idp.crypto import hash_token, new_token
 from idp.models import PasswordReset, Practitioner, PractitionerStatus
 from idp.notifications import notify
 from idp.ratelimit import Throttle, ThrottledError, key
@@ -153,7 +153,7 @@ def complete_reset(
     if consumed != 1:
         db.rollback()
         raise ResetInvalidError()
-    practitioner.password_hash = hash_password(service.validate_password(password))
+    practitioner.password_hash = service.hashed_password(password)
     audit.record(db, "account:password:reset", practitioner_id=practitioner.id, reset=reset_id)
     notify(db, practitioner, "password_changed")
     db.commit()

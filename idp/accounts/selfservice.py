@@ -16,10 +16,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.accounts.service import validate_password
-from idp.crypto import hash_password, verify_password
+from idp.accounts.service import hashed_password
 from idp.models import AuditEvent, Consent, OAuthClient, Practitioner, Token
 from idp.notifications import notify
+from idp.services import passwords
 from idp.sessions import StoredSession
 
 HISTORY_PAGE = 30
@@ -268,7 +268,7 @@ def not_me(db: Session, store, practitioner: Practitioner, event_id: int, *, now
 
 
 def same_as_current(practitioner: Practitioner, password: str) -> bool:
-    return verify_password(practitioner.password_hash, password)
+    return passwords().verify(practitioner.password_hash, password)
 
 
 def change_password(
@@ -283,7 +283,7 @@ def change_password(
     """The new password replaces the old one; every other session of the practitioner ends
     (``keep_session``: this one's id hash); a required change is over. Returns how many
     sessions ended."""
-    practitioner.password_hash = hash_password(validate_password(password))
+    practitioner.password_hash = hashed_password(password)
     practitioner.password_change_required = False
     audit.record(
         db,

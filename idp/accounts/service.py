@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.auth.enrolment import InvitationInvalidError
 from idp.clock import Clock
-from idp.crypto import hash_password, hash_token, new_token
+from idp.crypto import hash_token, new_token
 from idp.models import Invitation, Practitioner, PractitionerStatus
 from idp.notifications import notify
 from idp.professions import PROFESSIONS
-from idp.services import settings
+from idp.services import passwords, settings
 
 INVITATION_TTL = dt.timedelta(days=3)
 MIN_PASSWORD_LENGTH = 12
@@ -89,7 +89,7 @@ def create_practitioner(
         family_name=family_name.strip(),
         profession_code=profession_code,
         email=email,
-        password_hash=hash_password(validate_password(password)) if password else None,
+        password_hash=hashed_password(password) if password else None,
         status=PractitionerStatus.INVITED,
         created_at=clock.now(),
     )
@@ -133,8 +133,14 @@ def find_invitation(db: Session, *, token: str, clock: Clock) -> Invitation:
     return invitation
 
 
+def hashed_password(password: str) -> str:
+    """A new password, checked (``validate_password``) and hashed with this deployment's
+    argon2id parameters: what every way of setting a password stores."""
+    return passwords().hash(validate_password(password))
+
+
 def set_password(db: Session, *, practitioner: Practitioner, password: str) -> None:
-    practitioner.password_hash = hash_password(validate_password(password))
+    practitioner.password_hash = hashed_password(password)
     audit.record(db, "account:password:set", practitioner_id=practitioner.id)
 
 

@@ -16,8 +16,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from idp.auth.contract import Attempt, MethodError, Verified
-from idp.crypto import verify_password
 from idp.models import Practitioner
+from idp.services import passwords
 
 
 class InvalidCredentialsError(MethodError):
@@ -53,12 +53,22 @@ class PasswordMethod:
         practitioner = find_practitioner(db, identifier)
         attempt.claim(practitioner.id if practitioner else unknown_subject(identifier))
         stored = practitioner.password_hash if practitioner else None
-        if not verify_password(stored, answer.get("password") or ""):
+        password = answer.get("password") or ""
+        if not passwords().verify(stored, password):
             raise InvalidCredentialsError()
+        upgrade_hash(practitioner, password)
         return Verified(practitioner.id, acr="", amr=("pwd",))
 
     def refused(self, db: Session, attempt: Attempt, error: MethodError) -> None:
         pass
+
+
+def upgrade_hash(practitioner: Practitioner, password: str) -> None:
+    """A hash made with older argon2id parameters is replaced now that the password is known:
+    left on the session, it is written by the orchestrator's one commit for this answer (also
+    when the account is then refused: the password itself was right)."""
+    if passwords().needs_rehash(practitioner.password_hash):
+        practitioner.password_hash = passwords().hash(password)
 
 
 PASSWORD = PasswordMethod()

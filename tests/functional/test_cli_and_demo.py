@@ -123,9 +123,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def production_server(tmp_path, *, workers: int, output=subprocess.DEVNULL):
+def production_server(
+    tmp_path, *, workers: int, output=subprocess.DEVNULL, args=(), env_extra=None
+):
     """``idp serve`` in production on a free port, its database upgraded first; its output (and
-    errors) go to *output*. Returns the port and the process: the caller stops it."""
+    errors) go to *output*; *args* and *env_extra* add options and variables. Returns the port
+    and the process: the caller stops it."""
     port = free_port()
     keys = {
         "IDP_ENV": "production",
@@ -135,9 +138,12 @@ def production_server(tmp_path, *, workers: int, output=subprocess.DEVNULL):
     }
     run_idp("db", "upgrade", tmp_path=tmp_path, env_extra=keys)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.update(keys, IDP_INSTANCE_PATH=str(tmp_path))
+    env.update(keys, IDP_INSTANCE_PATH=str(tmp_path), **(env_extra or {}))
     server = subprocess.Popen(
-        [sys.executable, "-m", "idp.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            *(sys.executable, "-m", "idp.cli", "serve"),
+            *("--port", str(port), "--workers", str(workers), *args),
+        ],
         env=env,
         stdout=output,
         stderr=subprocess.STDOUT,

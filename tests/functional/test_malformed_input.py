@@ -10,10 +10,9 @@ import re
 from urllib.parse import quote, urlencode
 
 import pytest
-from argon2 import PasswordHasher
 from werkzeug.routing import Rule
 
-from idp import crypto
+from idp.crypto import Passwords
 from tests.support.inprocess import (  # every_feature_*: this module's app and demo fixtures
     Browser,
     every_feature_app,  # noqa: F401
@@ -248,8 +247,8 @@ def walk(app) -> list[tuple[str, str, str, bool]]:
 def test_no_input_gets_a_server_error(app, demo, clock, monkeypatch):
     # Unknown identifiers are checked against a dummy argon2 hash; a cheap one keeps the walk
     # about parsing, not password hashing.
-    monkeypatch.setattr(
-        crypto, "_DUMMY_HASH", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("x")
+    monkeypatch.setitem(
+        app.extensions, "idp.passwords", Passwords(time_cost=1, memory_kib=64, parallelism=1)
     )
     states = login_states(app, demo, clock)
     failures = []

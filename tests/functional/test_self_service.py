@@ -13,7 +13,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from sqlalchemy import select
 
 from idp.accounts.selfservice import describe_user_agent
-from idp.crypto import hash_token, verify_password
+from idp.crypto import hash_token
 from idp.db import dispose as dispose_app
 from idp.db import get_db
 from idp.models import AuditEvent, Consent, Practitioner, Token
@@ -455,7 +455,7 @@ def test_a_password_change_signs_out_the_other_sessions(server, clock):
     assert "Your password is changed." in done.text
     assert signed_in(here) and not signed_in(there)
     stored = practitioner(server, camille["id"])
-    assert verify_password(stored.password_hash, NEW_PASSWORD)
+    assert server.app.extensions["idp.passwords"].verify(stored.password_hash, NEW_PASSWORD)
     assert stored.password_hash.startswith("$argon2id$")
     assert "account:password:changed" in [e.event for e in events(server, camille["id"])]
     # The new password signs in; the old one no longer does.
@@ -483,7 +483,7 @@ def test_a_wrong_current_password_is_refused_and_throttled(live_server, clock):
     assert "Too many attempts" in answer.text
     failed = [e for e in events(live_server, camille["id"]) if e.event == "auth:password:failed"]
     assert len(failed) == len(statuses) - 1
-    assert verify_password(
+    assert live_server.app.extensions["idp.passwords"].verify(
         practitioner(live_server, camille["id"]).password_hash, camille["password"]
     )
     assert csrf_token(answer.text)

@@ -3,7 +3,7 @@ import pytest
 from idp import jsonlimits
 from idp.auth import assurance
 from idp.config import ConfigError, Settings, check_keys
-from idp.crypto import DataCipher, DecryptionError, hash_password, verify_password
+from idp.crypto import DataCipher, DecryptionError, Passwords
 
 
 def test_cipher_round_trip_and_binding():
@@ -21,11 +21,14 @@ def test_cipher_round_trip_and_binding():
 
 
 def test_passwords_use_argon2id():
-    stored = hash_password("correct horse battery")
-    assert stored.startswith("$argon2id$")
-    assert verify_password(stored, "correct horse battery")
-    assert not verify_password(stored, "wrong")
-    assert not verify_password(None, "anything")
+    passwords = Passwords(time_cost=4, memory_kib=9216, parallelism=1)
+    stored = passwords.hash("correct horse battery")
+    assert stored.startswith("$argon2id$v=19$m=9216,t=4,p=1$")
+    assert passwords.verify(stored, "correct horse battery")
+    assert not passwords.verify(stored, "wrong")
+    assert not passwords.verify(None, "anything")
+    assert not passwords.verify("", "anything")
+    assert not passwords.verify("not a hash", "anything")
 
 
 def test_short_keys_are_refused(tmp_path):
