@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -219,6 +219,32 @@ def _wait(limit: Limit, *, failures: int, blocked_until: float, last_failure: fl
     return wait, failures
 
 
+def _upsert(dialect):
+    table = ThrottleCounter.__table__
+    statement = dialect.insert(table).values(
+        key=bindparam("k"),
+        failures=0,
+        last_failure_at=bindparam("now"),
+        blocked_until=bindparam("now"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["key"], set_={"key": statement.excluded.key}
+    ).returning(table)
+
+
+# Built once (each call only binds its values): the throttle runs on every login step.
+_UPSERT = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+_COUNT = (
+    update(ThrottleCounter.__table__)
+    .where(ThrottleCounter.__table__.c.key == bindparam("k"))
+    .values(
+        failures=bindparam("failures"),
+        last_failure_at=bindparam("now"),
+        blocked_until=bindparam("until"),
+    )
+)
+
+
 class DatabaseThrottle:
     """Counters in ``throttle_counters``.
 
@@ -242,16 +268,7 @@ class DatabaseThrottle:
     def _locked_row(conn, counter_key: str, now: dt.datetime):
         """The key's row, created if missing, locked until the transaction ends: one upsert
         (``ON CONFLICT DO UPDATE`` both creates and locks, even against a concurrent reset)."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        table = ThrottleCounter.__table__
-        statement = dialect.insert(table).values(
-            key=counter_key, failures=0, last_failure_at=now, blocked_until=now
-        )
-        return conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["key"], set_={"key": statement.excluded.key}
-            ).returning(table)
-        ).one()
+        return conn.execute(_UPSERT[conn.dialect.name], {"k": counter_key, "now": now}).one()
 
     def reserve(self, keys: Iterable[str]) -> Reservation:
         now = self._clock.now()
@@ -279,13 +296,13 @@ class DatabaseThrottle:
             for counter_key, failures in counts.items():
                 delay = delay_after(failures, self._limit(counter_key).free)
                 conn.execute(
-                    update(ThrottleCounter.__table__)
-                    .where(ThrottleCounter.key == counter_key)
-                    .values(
-                        failures=failures,
-                        last_failure_at=now,
-                        blocked_until=now + dt.timedelta(seconds=delay),
-                    )
+                    _COUNT,
+                    {
+                        "k": counter_key,
+                        "failures": failures,
+                        "now": now,
+                        "until": now + dt.timedelta(seconds=delay),
+                    },
                 )
         return Reservation(counts)
 
