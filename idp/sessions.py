@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from werkzeug.datastructures import CallbackDict
 
 from idp.clock import as_utc
@@ -134,6 +134,27 @@ def _origin(meta: dict | None) -> tuple[str | None, str | None]:
     return (ip[:64] if ip else None), (user_agent[:USER_AGENT_CHARS] if user_agent else None)
 
 
+_SESSIONS = WebSession.__table__
+_BY_ID = _SESSIONS.c.id_hash == bindparam("h")
+_UNCHANGED = _BY_ID & (_SESSIONS.c.data == bindparam("stored"))
+# Built once: every request of a signed-in browser runs two or three of them.
+_LOAD = select(_SESSIONS.c.data, _SESSIONS.c.created_at, _SESSIONS.c.last_seen_at).where(_BY_ID)
+_DATA = select(_SESSIONS.c.data).where(_BY_ID)
+_INSERT = insert(_SESSIONS)
+_TOUCH = update(_SESSIONS).where(_BY_ID).values(last_seen_at=bindparam("seen"))
+_REWRITE = (
+    update(_SESSIONS)
+    .where(_UNCHANGED)
+    .values(
+        data=bindparam("data"),
+        practitioner_id=bindparam("owner"),
+        last_seen_at=bindparam("seen"),
+    )
+)
+_DROP_UNCHANGED = delete(_SESSIONS).where(_UNCHANGED)
+_DELETE = delete(_SESSIONS).where(_BY_ID)
+
+
 class DatabaseStore:
     """Sessions in ``web_sessions``, written on their own connection: the store never commits
     (or rolls back) the request's unit of work.
@@ -164,11 +185,7 @@ class DatabaseStore:
 
     def load(self, sid: str) -> tuple[dict, float, float] | None:
         with self._engine().connect() as conn:
-            row = conn.execute(
-                select(WebSession.data, WebSession.created_at, WebSession.last_seen_at).where(
-                    WebSession.id_hash == hash_token(sid)
-                )
-            ).one_or_none()
+            row = conn.execute(_LOAD, {"h": hash_token(sid)}).one_or_none()
         if row is None:
             return None
         return (
@@ -200,13 +217,14 @@ class DatabaseStore:
             if new:
                 ip, user_agent = _origin(meta)
                 conn.execute(
-                    insert(WebSession).values(
+                    _INSERT,
+                    dict(
                         id_hash=hash_token(sid),
                         created_at=dt.datetime.fromtimestamp(created_at, dt.UTC),
                         ip=ip,
                         user_agent=user_agent,
                         **values,
-                    )
+                    ),
                 )
                 return True
             updated = conn.execute(
@@ -221,41 +239,35 @@ class DatabaseStore:
         seen = dt.datetime.fromtimestamp(now, dt.UTC)
         if not changes:  # the sliding idle timeout only: the data stays as it is
             with self._engine().begin() as conn:
-                touched = conn.execute(
-                    update(WebSession)
-                    .where(WebSession.id_hash == id_hash)
-                    .values(last_seen_at=seen)
-                ).rowcount
+                touched = conn.execute(_TOUCH, {"h": id_hash, "seen": seen}).rowcount
             return touched == 1
         for _ in range(MERGE_ATTEMPTS):
             with self._engine().connect() as conn:
-                stored = conn.execute(
-                    select(WebSession.data).where(WebSession.id_hash == id_hash)
-                ).scalar_one_or_none()
+                stored = conn.execute(_DATA, {"h": id_hash}).scalar_one_or_none()
             if stored is None:
                 return False
             merged = changes.apply(json.loads(stored))
-            unchanged_since_read = (WebSession.id_hash == id_hash) & (WebSession.data == stored)
+            unchanged_since_read = {"h": id_hash, "stored": stored}
             with self._engine().begin() as conn:
                 if merged:
                     written = conn.execute(
-                        update(WebSession)
-                        .where(unchanged_since_read)
-                        .values(
-                            data=json.dumps(merged),
-                            practitioner_id=_practitioner_id(merged),
-                            last_seen_at=seen,
-                        )
+                        _REWRITE,
+                        {
+                            **unchanged_since_read,
+                            "data": json.dumps(merged),
+                            "owner": _practitioner_id(merged),
+                            "seen": seen,
+                        },
                     ).rowcount
                 else:
-                    written = conn.execute(delete(WebSession).where(unchanged_since_read)).rowcount
+                    written = conn.execute(_DROP_UNCHANGED, unchanged_since_read).rowcount
             if written == 1:
                 return bool(merged)
         raise SessionWriteConflictError("the session changed under every attempt to write it")
 
     def delete(self, sid: str) -> None:
         with self._engine().begin() as conn:
-            conn.execute(delete(WebSession).where(WebSession.id_hash == hash_token(sid)))
+            conn.execute(_DELETE, {"h": hash_token(sid)})
 
     def list_for(self, practitioner_id: int) -> list[StoredSession]:
         """The practitioner's sessions (through the index on ``practitioner_id``), timed out
