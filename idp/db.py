@@ -112,6 +112,27 @@ def _hold(session: Session, instance) -> None:
     session.info.setdefault("held", []).append(instance)
 
 
+def memoized(db: Session, key: tuple, compute):
+    """``compute()`` once per unit of work: the same lookup asked twice in a request (the
+    methods a practitioner has, for the page and then for the answer) reads the database once.
+    Pending changes are flushed first, as the query would have done, and every flush, commit
+    or rollback forgets what was kept, so nothing stale is ever returned."""
+    if db.new or db.dirty or db.deleted:
+        db.flush()
+    memo = db.info.setdefault("memo", {})
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def _forget(session: Session, *_args) -> None:
+    session.info.pop("memo", None)
+
+
+for _moment in ("after_flush", "after_commit", "after_rollback"):
+    event.listen(Session, _moment, _forget)
+
+
 def dispose(app: Flask) -> None:
     """Close every pooled connection of the app's engines."""
     for name in ("idp.engine", "idp.state_engine"):

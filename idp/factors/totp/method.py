@@ -13,6 +13,7 @@ from idp.auth import assurance
 from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
 from idp.clock import Clock, FrozenClock
 from idp.crypto import DataCipher
+from idp.db import memoized
 from idp.factors.totp import verify as totp
 from idp.models import Practitioner, TotpDevice
 
@@ -84,17 +85,20 @@ def confirm_totp_enrolment(
 
 
 def active_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
-    return list(
-        db.execute(
-            select(TotpDevice)
-            .where(
-                TotpDevice.practitioner_id == practitioner_id,
-                TotpDevice.confirmed_at.is_not(None),
-                TotpDevice.removed_at.is_(None),
-            )
-            .order_by(TotpDevice.id)
-        ).scalars()
-    )
+    def read() -> list[TotpDevice]:
+        return list(
+            db.execute(
+                select(TotpDevice)
+                .where(
+                    TotpDevice.practitioner_id == practitioner_id,
+                    TotpDevice.confirmed_at.is_not(None),
+                    TotpDevice.removed_at.is_(None),
+                )
+                .order_by(TotpDevice.id)
+            ).scalars()
+        )
+
+    return list(memoized(db, ("totp devices", practitioner_id), read))
 
 
 class TotpMethod:

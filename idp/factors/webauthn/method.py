@@ -32,6 +32,7 @@ from idp.auth import assurance
 from idp.auth.contract import Attempt, Enrolment, MethodError, NoSuchEnrolmentError, Verified
 from idp.clock import FrozenClock
 from idp.config import Settings
+from idp.db import memoized
 from idp.factors.webauthn import verify as wa
 from idp.models import Practitioner, WebAuthnCredential
 from idp.notifications import notify
@@ -157,16 +158,20 @@ def level_of(credential: WebAuthnCredential) -> str:
 
 def listed_credentials(db: Session, practitioner_id: int) -> list[WebAuthnCredential]:
     """Everything not removed, blocked ones included (the account page shows them)."""
-    return list(
-        db.execute(
-            select(WebAuthnCredential)
-            .where(
-                WebAuthnCredential.practitioner_id == practitioner_id,
-                WebAuthnCredential.removed_at.is_(None),
-            )
-            .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
-        ).scalars()
-    )
+
+    def read() -> list[WebAuthnCredential]:
+        return list(
+            db.execute(
+                select(WebAuthnCredential)
+                .where(
+                    WebAuthnCredential.practitioner_id == practitioner_id,
+                    WebAuthnCredential.removed_at.is_(None),
+                )
+                .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
+            ).scalars()
+        )
+
+    return list(memoized(db, ("webauthn credentials", practitioner_id), read))
 
 
 def credentials_at_level(
