@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 MUTMUT_ARGS ?=
 MUTATION_JOBS ?= 2
 
-.PHONY: demo test install install-test install-mutation mutation system-deps lint translations screenshots clean
+.PHONY: bench demo test install install-test install-mutation mutation system-deps lint translations screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: install
 
 test: system-deps install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# By hand only, never from `make test` or CI: IdP vs bench/reference.py and the oidc-provider
+# peer on loopback, a few minutes (see bench/README.md). BENCH_ARGS=--quick for a smoke run.
+BENCH_ARGS ?=
+bench: install-test
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # By hand only, never from `make test` or CI: slow (see docs/mutation-testing.md).
 # One module: make mutation MUTMUT_ARGS='"idp.challenges*"'
