@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 MUTMUT_ARGS ?=
 MUTATION_JOBS ?= 2
 
-.PHONY: bench demo test install install-test install-mutation mutation system-deps lint translations screenshots clean
+.PHONY: bench demo test install install-test install-mutation mutation system-deps lint translations screenshots clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ translations: install
 screenshots: install
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python scripts/screenshots.py --out docs/screenshots
+
+# By hand only, never from `make test`: this IdP against bench/reference.py and the Node.js
+# oidc-provider peer, on loopback, a few minutes (BENCH_ARGS=--quick: about two).
+# Needs PostgreSQL on 127.0.0.1:5432, Redis (db 5) and Node.js; writes bench/results/.
+BENCH_ARGS ?=
+bench: install-test
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache mutants

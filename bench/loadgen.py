@@ -153,7 +153,7 @@ def login_totp(conn: Connection, ctx: dict, person: dict):
     status, headers, body, sent = follow(conn, ctx, status, headers, body, 1)
     token_ = csrf(body) if status == 200 else None
     if token_ is None:
-        return False, sent, person, status
+        return False, sent, person, f"authorize {status}"
     status, headers, body = conn.request(
         "POST",
         "/login",
@@ -162,13 +162,13 @@ def login_totp(conn: Connection, ctx: dict, person: dict):
     status, headers, body, sent = follow(conn, ctx, status, headers, body, sent + 1)
     token_ = csrf(body) if status == 200 else None
     if token_ is None:
-        return False, sent, person, status
+        return False, sent, person, f"password {status}"
     code = pyotp.TOTP(person["totp_secret"]).generate_otp(person["step"])
     status, headers, body = conn.request(
         "POST", "/login/totp", {"csrf_token": token_, "code": code}
     )
     status, headers, body, sent = follow(conn, ctx, status, headers, body, sent + 1)
-    return landed(ctx, status, headers), sent, person, status
+    return landed(ctx, status, headers), sent, person, f"totp {status}"
 
 
 def login_passkey(conn: Connection, ctx: dict, key: dict):
@@ -183,7 +183,7 @@ def login_passkey(conn: Connection, ctx: dict, key: dict):
     status, headers, body, sent = follow(conn, ctx, status, headers, body, 1)
     token_ = csrf(body) if status == 200 else None
     if token_ is None:
-        return False, sent, key, status
+        return False, sent, key, f"authorize {status}"
     status, headers, options = conn.request(
         "POST",
         "/login/passkey/options",
@@ -192,7 +192,7 @@ def login_passkey(conn: Connection, ctx: dict, key: dict):
     )
     sent += 1
     if status != 200:
-        return False, sent, key, status
+        return False, sent, key, f"options {status}"
     authn = SoftAuthenticator(
         private_key=load_pem_private_key(key["private_key"].encode(), None),
         credential_id=bytes.fromhex(key["credential_id"]),
@@ -207,7 +207,7 @@ def login_passkey(conn: Connection, ctx: dict, key: dict):
         "POST", "/login/passkey", {"csrf_token": token_, "credential": json.dumps(assertion)}
     )
     status, headers, body, sent = follow(conn, ctx, status, headers, body, sent + 1)
-    return landed(ctx, status, headers), sent, key, status
+    return landed(ctx, status, headers), sent, key, f"assertion {status}"
 
 
 SCENARIOS = {
