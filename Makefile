@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 MUTMUT_ARGS ?=
 MUTATION_JOBS ?= 2
 
-.PHONY: bench demo test install install-test install-mutation mutation system-deps lint translations screenshots clean bench
+.PHONY: bench demo test install install-test install-mutation mutation system-deps lint translations screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
