@@ -29,12 +29,6 @@ demo: install
 test: system-deps install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# By hand only, never from `make test` or CI: IdP vs bench/reference.py and the oidc-provider
-# peer on loopback, a few minutes (see bench/README.md). BENCH_ARGS=--quick for a smoke run.
-BENCH_ARGS ?=
-bench: install-test
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
-
 # By hand only, never from `make test` or CI: slow (see docs/mutation-testing.md).
 # One module: make mutation MUTMUT_ARGS='"idp.challenges*"'
 install-mutation: $(BIN)/python
