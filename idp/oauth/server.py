@@ -232,7 +232,7 @@ class ProviderOpenIDCode(OpenIDCode):
         and the signature always come from the same key, even across a rotation."""
         alg = self.get_client_algorithm(client)
         if getattr(g, "idp_signing", (None,))[0] != alg:
-            g.idp_signing = (alg, *keyring().signing_key(get_db(), alg))
+            g.idp_signing = (alg, *keyring().signing_key(get_db, alg))
         return g.idp_signing[1:]
 
     def resolve_client_private_key(self, client: OAuthClient):
