@@ -313,7 +313,8 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     event: Mapped[str] = mapped_column(String(100), index=True)
-    practitioner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # no index of its own: the two composite indexes above start with it
+    practitioner_id: Mapped[int | None] = mapped_column(Integer)
     client_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
@@ -483,7 +484,7 @@ class RecoveryApproval(Base):
     __table_args__ = (UniqueConstraint("request_id", "operator"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("recovery_requests.id"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("recovery_requests.id"))
     operator: Mapped[str] = mapped_column(String(100))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
