@@ -296,3 +296,17 @@ def test_cli_prints_what_was_removed(app, pid, monkeypatch):
     assert json.loads(result.output)["auth_challenges"] == 1
     result = CliRunner().invoke(cli.main, ["db", "prune"])
     assert "auth_challenges: 0" in result.output
+
+
+def test_a_nonce_is_refused_again_while_its_code_lives_and_not_after(live_server, demo, clock):
+    from tests.functional.test_oidc_flow import full_login
+    from tests.support.oidc import query_of
+
+    rp, agent, location = full_login(live_server, demo, clock)
+    assert "code" in query_of(location)
+    clock.advance(60)  # the code's last second of life: the nonce is still taken
+    again = agent.get(rp.authorization_url())
+    assert query_of(again.headers["Location"])["error"] == ["invalid_request"]
+    clock.advance(1)  # past its life: the code can no longer be exchanged, nor pruned kept
+    later = agent.get(rp.authorization_url())
+    assert "code" in query_of(later.headers["Location"]), later.headers["Location"]
