@@ -310,3 +310,18 @@ def test_a_nonce_is_refused_again_while_its_code_lives_and_not_after(live_server
     clock.advance(1)  # past its life: the code can no longer be exchanged, nor pruned kept
     later = agent.get(rp.authorization_url())
     assert "code" in query_of(later.headers["Location"]), later.headers["Location"]
+
+
+def test_the_background_pass_prunes_beside_the_app(app, pid):
+    import time
+
+    with app.extensions["idp.engine"].begin() as conn:
+        _challenge(conn, pid, NOW - S)
+    pruner = housekeeping.start(app, interval=0.05)
+    try:
+        deadline = time.monotonic() + 5
+        while _count(app, AuthChallenge) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pruner.stop()
+    assert _count(app, AuthChallenge) == 0
