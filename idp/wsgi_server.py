@@ -84,16 +84,17 @@ class IdPServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        """In each worker: the app, and the mail sender's thread beside it (never a request's
-        work; the workers take turns, see ``idp.mail.worker``)."""
+        """In each worker: the app, and beside it the mail sender's thread and the prune's
+        (never a request's work; the workers take turns, see ``idp.turns``)."""
         give_back_large_buffers()
         if self.factory is not None:
             return self.factory()
-        from idp import create_app
+        from idp import create_app, housekeeping
         from idp.mail import worker
 
         app = create_app()
         worker.start(app)
+        housekeeping.start(app)
         return app
 
 
