@@ -61,6 +61,25 @@ def db_upgrade() -> None:
     click.echo("database is up to date")
 
 
+@db.command("prune")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object")
+def db_prune(as_json: bool) -> None:
+    """Delete what expired (tokens, codes, sessions, challenges, counters, sent mail, links,
+    closed recovery requests), in short batches; never the audit trail."""
+    from idp.housekeeping import prune_app
+
+    app = make_app()
+    try:
+        removed = prune_app(app)
+    finally:
+        dispose_app(app)
+    if as_json:
+        click.echo(json.dumps(removed))
+    else:
+        for kind, count in removed.items():
+            click.echo(f"{kind}: {count}")
+
+
 @db.command("grants")
 @click.option("--role", required=True, help="PostgreSQL role the server connects as")
 @click.option("--apply", "apply_", is_flag=True, help="Run them on IDP_DATABASE_URL (the owner)")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
@@ -162,6 +160,9 @@ def _close_session(_exc: BaseException | None) -> None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command  # migrations only: the served app never loads Alembic
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -113,7 +114,7 @@ class Invitation(Base):
     practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)  # prune
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -185,6 +186,18 @@ class Consent(Base):
 
 class AuthorizationCode(Base):
     __tablename__ = "authorization_codes"
+    __table_args__ = (
+        # the nonce check of every /authorize (only codes that carry a nonce)
+        Index(
+            "ix_authorization_codes_client_nonce",
+            "client_id",
+            "nonce",
+            postgresql_where=text("nonce IS NOT NULL"),
+            sqlite_where=text("nonce IS NOT NULL"),
+        ),
+        # the nonce check's window and the prune
+        Index("ix_authorization_codes_issued_at", "issued_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -242,6 +255,8 @@ class Token(Base):
     __table_args__ = (
         # the account page: a practitioner's last token for each application
         Index("ix_tokens_practitioner_client_issued", "practitioner_id", "client_id", "issued_at"),
+        # the prune
+        Index("ix_tokens_expires_at", "expires_at"),
     )
 
 
@@ -258,6 +273,11 @@ class SigningKey(Base):
 
 class WebSession(Base):
     __tablename__ = "web_sessions"
+    __table_args__ = (
+        # the prune: idle and absolute limits
+        Index("ix_web_sessions_last_seen_at", "last_seen_at"),
+        Index("ix_web_sessions_created_at", "created_at"),
+    )
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[str] = mapped_column(Text)
@@ -271,6 +291,7 @@ class WebSession(Base):
 
 class ThrottleCounter(Base):
     __tablename__ = "throttle_counters"
+    __table_args__ = (Index("ix_throttle_counters_last_failure_at", "last_failure_at"),)  # prune
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
@@ -292,7 +313,8 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     event: Mapped[str] = mapped_column(String(100), index=True)
-    practitioner_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # no index of its own: the two composite indexes above start with it
+    practitioner_id: Mapped[int | None] = mapped_column(Integer)
     client_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
@@ -480,7 +502,7 @@ class PasswordReset(Base):
     practitioner_id: Mapped[int] = mapped_column(ForeignKey("practitioners.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)  # prune
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -204,16 +204,20 @@ class DatabaseStore:
         *,
         new: bool,
         meta: dict | None = None,
+        replaces: str | None = None,
     ):
         """Write a whole session: a new one, or one that still exists (a session deleted
         meanwhile, logged out or rotated by a concurrent request, is never brought back).
-        ``meta`` (``ip``, ``user_agent``): where a new session is opened from."""
+        ``meta`` (``ip``, ``user_agent``): where a new session is opened from. ``replaces``:
+        the id a rotation ends, deleted in the same transaction."""
         values = {
             "data": json.dumps(data),
             "practitioner_id": _practitioner_id(data),
             "last_seen_at": dt.datetime.fromtimestamp(now, dt.UTC),
         }
         with self._engine().begin() as conn:
+            if replaces is not None:
+                conn.execute(_DELETE, {"h": hash_token(replaces)})
             if new:
                 ip, user_agent = _origin(meta)
                 conn.execute(
@@ -345,7 +349,9 @@ class RedisStore:
         record = json.loads(raw)
         return record["data"], record["created_at"], record["last_seen_at"]
 
-    def save(self, sid, data, created_at, now, ttl, *, new: bool, meta=None) -> bool:
+    def save(self, sid, data, created_at, now, ttl, *, new: bool, meta=None, replaces=None) -> bool:
+        if replaces is not None:
+            self.delete(replaces)
         record = {"data": data, "created_at": created_at, "last_seen_at": now}
         if new:
             record["ip"], record["user_agent"] = _origin(meta)
@@ -524,11 +530,10 @@ class ServerSessionInterface(SessionInterface):
             return
         replaced = session.sid
         if session.rotate_requested:
-            if replaced:
-                self.store.delete(replaced)
             session.created_at = now  # the absolute timeout counts from the login
         if not session:
             if replaced:
+                self.store.delete(replaced)
                 forget()
             return
         session.sid = new_token(32)
@@ -540,6 +545,7 @@ class ServerSessionInterface(SessionInterface):
             absolute,
             new=True,
             meta=_request_origin(),
+            replaces=replaced,  # a rotation: the old id ends with the new one's write
         )
         response.set_cookie(
             name, session.sid, httponly=True, secure=secure, samesite="Lax", path="/"

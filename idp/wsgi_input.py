@@ -50,9 +50,13 @@ class AsciiQueryString:
 _ASCII_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def carries_nul() -> bool:
     values = [value for _key, value in request.args.items(multi=True)]
-    values += [value for _key, value in request.form.items(multi=True)]
+    if request.mimetype in FORM_TYPES:  # only then is there a form (parsing one costs)
+        values += [value for _key, value in request.form.items(multi=True)]
     values += list((request.view_args or {}).values())
     return any(isinstance(value, str) and "\x00" in value for value in values)
 

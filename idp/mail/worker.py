@@ -9,15 +9,13 @@ claimed atomically (``idp.mail.outbox.claim``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import sys
 import threading
-from collections.abc import Iterator
 
 from flask import Flask
-from sqlalchemy import text
+
+from idp.turns import turn
 
 log = logging.getLogger("idp.mail")
 
@@ -25,37 +23,9 @@ INTERVAL_SECONDS = 5.0
 ADVISORY_LOCK_KEY = 0x1D9_3A11  # "idp mail": one number for every process of the deployment
 
 
-@contextlib.contextmanager
-def sending_turn(app: Flask) -> Iterator[bool]:
+def sending_turn(app: Flask):
     """True while this process holds the deployment's sending turn; False if another has it."""
-    engine = app.extensions["idp.engine"]
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            taken = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-            ).scalar()
-            connection.commit()
-            try:
-                yield bool(taken)
-            finally:
-                if taken:
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
-                    )
-                    connection.commit()
-        return
-    settings = app.extensions["idp.settings"]
-    settings.instance_path.mkdir(parents=True, exist_ok=True)
-    with open(settings.instance_path / "mail-sender.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return turn(app, "mail-sender", ADVISORY_LOCK_KEY)
 
 
 def one_pass(app: Flask):

@@ -19,6 +19,7 @@ import hashlib
 import json
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from joserfc.jwk import ECKey, RSAKey, import_key
@@ -141,8 +142,9 @@ _STAMP = select(
 class KeyRing:
     """This process's signing keys and JWKS, rebuilt when the table's stamp changes.
 
-    Reads go through the caller's session (the request's): a first use creates the keys in
-    it, as the token endpoint would, with no second writer waiting on the first."""
+    Reads go through the caller's session (``session``: a function returning the request's,
+    called only when the stamp is due): a first use creates the keys in it, as the token
+    endpoint would, with no second writer waiting on the first."""
 
     _rings: weakref.WeakSet[KeyRing] = weakref.WeakSet()
 
@@ -159,16 +161,16 @@ class KeyRing:
         for ring in list(cls._rings):
             ring._snapshot = None
 
-    def signing_key(self, db: Session, alg: str) -> tuple[str, object]:
+    def signing_key(self, session: Callable[[], Session], alg: str) -> tuple[str, object]:
         """(kid, joserfc private key) for ``alg``."""
         if alg not in ALGORITHMS:
             raise UnsupportedAlgorithmError(alg)
-        return self._current(db).signing[ALGORITHMS[alg]]
+        return self._current(session).signing[ALGORITHMS[alg]]
 
-    def jwks(self, db: Session) -> Published:
-        return self._current(db).jwks
+    def jwks(self, session: Callable[[], Session]) -> Published:
+        return self._current(session).jwks
 
-    def _current(self, db: Session) -> _Snapshot:
+    def _current(self, session: Callable[[], Session]) -> _Snapshot:
         now = self._clock.now().timestamp()
         snapshot = self._snapshot
         if (
@@ -178,6 +180,7 @@ class KeyRing:
         ):
             return snapshot
         with self._lock:
+            db = session()
             stamp = tuple(db.execute(_STAMP).one())
             snapshot = self._snapshot
             if snapshot is not None and snapshot.stamp == stamp and now < snapshot.valid_until:

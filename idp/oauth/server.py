@@ -13,11 +13,11 @@ from authlib.oidc.core import OpenIDCode, UserInfo
 from flask import Flask, current_app, g
 from sqlalchemy import bindparam, insert, select, update
 
-from idp import audit
+from idp import audit, housekeeping
 from idp.auth import assurance
 from idp.auth.policy import current_auth
 from idp.crypto import hash_token, new_token
-from idp.db import get_db
+from idp.db import get_db, memoized
 from idp.models import (
     AuditEvent,
     AuthorizationCode,
@@ -58,6 +58,11 @@ CLAIM_CODE = (
 )
 SPENT_CODE = select(_CODES.c.id, _CODES.c.practitioner_id).where(
     _CODES.c.code_hash == bindparam("hash"), _CODES.c.client_id == bindparam("client")
+)
+NONCE_USED = select(_CODES.c.id).where(
+    _CODES.c.client_id == bindparam("client"),
+    _CODES.c.nonce == bindparam("nonce"),
+    _CODES.c.issued_at >= bindparam("since"),
 )
 PRACTITIONER = select(*Practitioner.__table__.c).where(
     Practitioner.__table__.c.id == bindparam("id")
@@ -212,16 +217,21 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
 
 class ProviderOpenIDCode(OpenIDCode):
     def exists_nonce(self, nonce: str, oauth_request) -> bool:
-        return (
-            get_db()
-            .execute(
-                select(AuthorizationCode.id).where(
-                    AuthorizationCode.client_id == oauth_request.payload.client_id,
-                    AuthorizationCode.nonce == nonce,
-                )
-            )
-            .first()
-            is not None
+        """A nonce already used by a live code of this client (Authlib asks twice per
+        /authorize: read once). Only codes the prune still keeps count: an older one can no
+        longer be exchanged, so its nonce replays nothing."""
+        client_id = oauth_request.payload.client_id
+        db = get_db()
+        since = housekeeping.codes_kept_since(clock().now(), settings())
+        return memoized(
+            db,
+            ("nonce", client_id, nonce),
+            lambda: (
+                db.execute(
+                    NONCE_USED, {"client": client_id, "nonce": nonce, "since": since}
+                ).first()
+                is not None
+            ),
         )
 
     def get_client_algorithm(self, client: OAuthClient) -> str:
@@ -232,7 +242,7 @@ class ProviderOpenIDCode(OpenIDCode):
         and the signature always come from the same key, even across a rotation."""
         alg = self.get_client_algorithm(client)
         if getattr(g, "idp_signing", (None,))[0] != alg:
-            g.idp_signing = (alg, *keyring().signing_key(get_db(), alg))
+            g.idp_signing = (alg, *keyring().signing_key(get_db, alg))
         return g.idp_signing[1:]
 
     def resolve_client_private_key(self, client: OAuthClient):

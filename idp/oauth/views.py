@@ -114,7 +114,7 @@ def discovery():
 @bp.get("/jwks.json")
 @policy(Policy.PUBLIC, get_changes_state=True)  # the first fetch creates the signing keys
 def jwks():
-    return published_json(keyring().jwks(get_db()))
+    return published_json(keyring().jwks(get_db))
 
 
 def with_issuer(response: Response) -> Response:

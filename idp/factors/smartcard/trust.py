@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Table, select, update
@@ -298,6 +297,8 @@ class HttpCrlFetcher:
             return self._read_file(url)
         if scheme not in CDP_SCHEMES:
             raise CrlFetchError(f"{url}: unsupported scheme")
+        import requests  # here: a CRL download is rare, the library is heavy for every worker
+
         deadline = time.monotonic() + self._timeout * CRL_BODY_DEADLINE_FACTOR
         try:
             with requests.get(

@@ -3,7 +3,6 @@ first app. Thin: the method and the orchestrator decide."""
 
 from __future__ import annotations
 
-import segno
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
@@ -42,6 +41,8 @@ KIND = "totp"
 
 
 def qr_svg(uri: str) -> str:
+    import segno  # only for an enrolment page: not loaded by every worker at start
+
     return segno.make(uri, error="m").svg_data_uri(scale=5)
 
 
