@@ -144,9 +144,10 @@ def get_db() -> Session:
     return g.db
 
 
-def read_one(statement, params: dict):
-    """One row read outside any transaction (autocommit: no BEGIN, no ROLLBACK), with no ORM
-    session: for the hottest lookups that write nothing (UserInfo)."""
+def autocommit_one(statement, params: dict):
+    """One statement in a transaction of its own (autocommit: no BEGIN, no COMMIT to send),
+    outside the request's ORM session, and its row (or None): for the hottest requests, whose
+    whole work is one statement (UserInfo's read, the code exchange on PostgreSQL)."""
     engine = current_app.extensions["idp.engine"]
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         return connection.execute(statement, params).one_or_none()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Row
+
 from idp.models import Practitioner
 from idp.professions import PROFESSIONS
 
@@ -13,7 +15,8 @@ CLAIMS_SUPPORTED = (
 )  # fmt: skip
 
 
-def user_claims(practitioner: Practitioner, scope: str) -> dict:
+def user_claims(practitioner: Practitioner | Row, scope: str) -> dict:
+    """``practitioner``: the model, or a row with its columns of the same names."""
     scopes = set((scope or "").split())
     claims: dict = {"sub": practitioner.subject}
     if "profile" in scopes:

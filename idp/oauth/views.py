@@ -29,9 +29,9 @@ from idp.auth import assurance, flow
 from idp.auth.error_pages import Back, render_error
 from idp.auth.policy import FORCED_CHANGE_PAGE, Policy, current_auth, policy
 from idp.crypto import hash_token
-from idp.db import get_db, read_one
+from idp.db import autocommit_one, get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
-from idp.oauth import keys
+from idp.oauth import exchange, keys
 from idp.oauth.claims import CLAIMS_SUPPORTED, SCOPES_SUPPORTED, user_claims
 from idp.oauth.messages import page_case
 from idp.oauth.server import AuthorizationCodeGrant, query_client
@@ -336,11 +336,7 @@ def cancel():
 @bp.post("/token")
 @policy(Policy.CLIENT)
 def token():
-    """One commit for the exchange: the code's claim and the token it buys (or the claim of a
-    failed exchange alone, which still spends the code)."""
-    response = server().create_token_response()
-    get_db().commit()
-    return response
+    return exchange.token_response()
 
 
 def bearer_error(error: str, description: str, status: int = 401):
@@ -370,15 +366,13 @@ def userinfo():
         response = bearer_error("invalid_token", "Missing bearer token.")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    found = read_one(USERINFO, {"hash": hash_token(value.strip())})
+    found = autocommit_one(USERINFO, {"hash": hash_token(value.strip())})
     if found is None or found.revoked_at is not None or found.expires_at <= clock().now():
         return bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
     if "openid" not in found.scope.split():
         return bearer_error("insufficient_scope", "The openid scope is required.", 403)
-    columns = Practitioner.__table__.c.keys()
-    practitioner = Practitioner(**{name: getattr(found, name) for name in columns})
-    if practitioner.status != PractitionerStatus.ACTIVE:
+    if found.status != PractitionerStatus.ACTIVE:
         return bearer_error("invalid_token", "The account is no longer active.")
-    response = jsonify(user_claims(practitioner, found.scope))
+    response = jsonify(user_claims(found, found.scope))  # the row has the practitioner's names
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -1,18 +1,23 @@
 """The code exchange is one unit of work: the code's claim and the token it buys land together,
 so a replay can never slip in between them and revoke nothing. (That a failed exchange spends
-the code is in test_code_redemption.)"""
+the code is in test_code_redemption.)
+
+On PostgreSQL the exchange is one statement: the test holds it between the claim and the
+token's INSERT with a lock on ``tokens``. On SQLite it is four statements in one transaction:
+the test pauses it after the claim."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from idp import audit
 from idp.db import get_db
 from idp.models import AuditEvent, Token
+from idp.oauth import exchange
 from tests.functional.test_oidc_flow import REDIRECT, full_login
 from tests.support.oidc import query_of, redeem_code
 
@@ -27,31 +32,74 @@ def redeem(live_server, demo, rp, code):
     )
 
 
+def waiting_locks(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar()
+
+
+def until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def held_after_the_claim(live_server, monkeypatch):
+    """Yields a function that waits until the first exchange has claimed the code and not yet
+    written its token; the exchange resumes when the block ends."""
+    engine = live_server.app.extensions["idp.engine"]
+    if engine.dialect.name == "postgresql":
+        locker = engine.connect()
+        locker.execute(text("LOCK TABLE tokens IN SHARE MODE"))  # INSERTs wait
+        try:
+            yield lambda: until(lambda: waiting_locks(engine) >= 1)
+        finally:
+            locker.commit()
+            locker.close()
+        return
+    claimed, release = threading.Event(), threading.Event()
+    issue = exchange.issue
+
+    def paused_issue(*args):
+        claimed.set()
+        release.wait(30)
+        return issue(*args)
+
+    monkeypatch.setattr(exchange, "issue", paused_issue)
+    try:
+        yield lambda: claimed.wait(30)
+    finally:
+        release.set()
+
+
 def test_a_replay_between_claim_and_token_still_revokes_the_token(
     live_server, demo, clock, monkeypatch
 ):
     rp, _agent, location = full_login(live_server, demo, clock)
     code = query_of(location)["code"][0]
-    claimed = threading.Event()
-    values = audit.values
-
-    def slow_token_audit(event, **kwargs):
-        """The first exchange has claimed the code and not yet committed its token: pause."""
-        row = values(event, **kwargs)
-        if event == "oauth:token:issued" and not claimed.is_set():
-            claimed.set()
-            time.sleep(1.0)  # the replay arrives now
-        return row
-
-    monkeypatch.setattr(audit, "values", slow_token_audit)
+    engine = live_server.app.extensions["idp.engine"]
     first: dict = {}
-    exchange = threading.Thread(target=lambda: first.update(r=redeem(live_server, demo, rp, code)))
-    exchange.start()
-    assert claimed.wait(30)
-    replay = redeem(live_server, demo, rp, code)
-    exchange.join(60)
-    assert first["r"].status_code == 200 and replay.status_code == 400
-    assert replay.json()["error"] == "invalid_grant"
+    replayed: dict = {}
+    with held_after_the_claim(live_server, monkeypatch) as claimed:
+        exchange_ = threading.Thread(
+            target=lambda: first.update(r=redeem(live_server, demo, rp, code))
+        )
+        exchange_.start()
+        claimed()
+        replay = threading.Thread(
+            target=lambda: replayed.update(r=redeem(live_server, demo, rp, code))
+        )
+        replay.start()
+        if engine.dialect.name == "postgresql":
+            until(lambda: waiting_locks(engine) >= 2)  # the replay waits on the claimed row
+        else:
+            time.sleep(0.5)  # the replay waits on SQLite's write lock
+        assert replay.is_alive() and exchange_.is_alive()
+    exchange_.join(60)
+    replay.join(60)
+    assert first["r"].status_code == 200 and replayed["r"].status_code == 400
+    assert replayed["r"].json()["error"] == "invalid_grant"
     token = first["r"].json()["access_token"]
     info = requests.get(f"{live_server.url}/userinfo", headers={"Authorization": f"Bearer {token}"})
     assert info.status_code == 401  # the replay revoked what the first use obtained
