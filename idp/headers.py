@@ -20,23 +20,31 @@ NO_STORE_PREFIXES = (
 )
 
 
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    # same-origin, not no-referrer: under https the CSRF check requires a same-site
+    # Referer on form posts, and other sites still learn nothing from our URLs.
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+
 def init_app(app: Flask) -> None:
-    is_https = app.extensions["idp.settings"].is_https
+    wanted = SECURITY_HEADERS + ((HSTS,) if app.extensions["idp.settings"].is_https else ())
 
     @app.after_request
     def add_headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        # same-origin, not no-referrer: under https the CSRF check requires a same-site
-        # Referer on form posts, and other sites still learn nothing from our URLs.
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        """Each header unless the view set its own. The names present are read once: a
+        lookup of a missing name in Werkzeug's headers raises and catches an exception."""
+        headers = response.headers
+        present = {name.lower() for name, _value in headers.items()}
+        for name, value in wanted:
+            if name.lower() not in present:
+                headers.add(name, value)
         if request.path.startswith(NO_STORE_PREFIXES) or request.endpoint is None:
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Pragma"] = "no-cache"
-        if is_https:
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
-            )
+            headers["Cache-Control"] = "no-store"
+            headers["Pragma"] = "no-cache"
         return response

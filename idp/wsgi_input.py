@@ -54,7 +54,9 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def carries_nul() -> bool:
-    values = [value for _key, value in request.args.items(multi=True)]
+    values = []
+    if request.query_string:
+        values += [value for _key, value in request.args.items(multi=True)]
     if request.mimetype in FORM_TYPES:  # only then is there a form (parsing one costs)
         values += [value for _key, value in request.form.items(multi=True)]
     values += list((request.view_args or {}).values())
