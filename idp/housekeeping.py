@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 
 from flask import Flask
 from sqlalchemy import and_, delete, exists, select
@@ -39,7 +38,7 @@ from idp.models import (
     WebSession,
 )
 from idp.ratelimit import LIMITS
-from idp.turns import turn
+from idp.turns import Background, turn
 
 log = logging.getLogger("idp.housekeeping")
 
@@ -179,34 +178,8 @@ def one_pass(app: Flask) -> dict[str, int] | None:
         return prune_app(app)
 
 
-class Pruner:
-    """The background pass of one worker: never inside a request, never fatal."""
-
-    def __init__(self, app: Flask, *, interval: float = INTERVAL_SECONDS) -> None:
-        self.app = app
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="idp-prune", daemon=True)
-
-    def start(self) -> Pruner:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        self._thread.join(timeout=timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                one_pass(self.app)
-            except Exception as exc:  # a database hiccup must not end the pass
-                log.error(
-                    "housekeeping: prune failed (%s); next pass in %ss",
-                    type(exc).__name__,
-                    self.interval,
-                )
-
-
-def start(app: Flask, *, interval: float = INTERVAL_SECONDS) -> Pruner:
-    return Pruner(app, interval=interval).start()
+def start(app: Flask, *, interval: float = INTERVAL_SECONDS) -> Background:
+    """The prune beside the app, every ``interval`` seconds, the first after one interval."""
+    return Background(
+        app, one_pass, name="prune", interval=interval, log=log, at_once=False
+    ).start()

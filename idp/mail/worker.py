@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 
 from flask import Flask
 
-from idp.turns import turn
+from idp.turns import Background, turn
 
 log = logging.getLogger("idp.mail")
 
@@ -38,43 +37,17 @@ def one_pass(app: Flask):
         return deliver_app(app)
 
 
-class MailWorker:
-    def __init__(self, app: Flask, *, interval: float = INTERVAL_SECONDS) -> None:
-        self.app = app
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="idp-mail", daemon=True)
+def start(app: Flask, *, interval: float = INTERVAL_SECONDS) -> Background | None:
+    """The sender beside the app, a pass at once then every ``interval`` seconds; None when
+    no mail server is configured (said once in the log)."""
+    from idp.mail.sender import DISABLED_LINE
 
-    def start(self) -> MailWorker:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        self._thread.join(timeout=timeout)
-
-    def _run(self) -> None:
-        from idp.mail.sender import DISABLED_LINE
-
-        if not self.app.extensions["idp.settings"].mail.enabled:
-            log.warning(DISABLED_LINE)
-            return
-        while not self._stop.is_set():
-            try:
-                one_pass(self.app)
-            except Exception as exc:  # a database hiccup must not end the sender
-                log.error(
-                    "mail: sending pass failed (%s); next pass in %ss",
-                    type(exc).__name__,
-                    self.interval,
-                )
-            self._stop.wait(self.interval)
-
-
-def start(app: Flask, *, interval: float = INTERVAL_SECONDS) -> MailWorker:
     if not log.handlers:  # served by gunicorn: the sender's lines go to its error stream
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(process)d] %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    return MailWorker(app, interval=interval).start()
+    if not app.extensions["idp.settings"].mail.enabled:
+        log.warning(DISABLED_LINE)
+        return None
+    return Background(app, one_pass, name="mail", interval=interval, log=log, at_once=True).start()
