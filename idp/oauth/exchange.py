@@ -157,6 +157,7 @@ def _one_statement():
         .returning(_EVENTS.c.id)
         .cte("logged")
     )
+    # Referenced, so that the INSERTs are part of the statement (a WITH runs them all).
     landed = select(func.count()).select_from(logged).scalar_subquery()
     return select(checked, landed.label("issued"))
 
@@ -283,8 +284,8 @@ def redeem(db, params: dict):
         ).scalar()
         found = None
         if code_id is not None:
-            found = db.execute(CHECK_CODE, {**params, "code_id": code_id}).one()
-            if found.ok:
+            found = db.execute(CHECK_CODE, {**params, "code_id": code_id}).one_or_none()
+            if found is not None and found.ok:
                 issue(db, params, found, token_audit)
     if found is None:
         revoke_bought(db, params)
@@ -292,26 +293,21 @@ def redeem(db, params: dict):
 
 
 def issue(db, params: dict, found, token_audit: dict) -> None:
+    """SQLite: the token and its audit row, the checks passed (``REDEEM`` does the same)."""
     db.execute(
         INSERT_TOKEN,
-        dict(
-            zip(
-                TOKEN_COLUMNS,
-                (
-                    params["token_hash"],
-                    params["client"],
-                    found.practitioner_id,
-                    found.id,
-                    found.scope,
-                    found.acr,
-                    found.amr,
-                    found.auth_time,
-                    params["now"],
-                    params["expires"],
-                ),
-                strict=True,
-            )
-        ),
+        {
+            "access_token_hash": params["token_hash"],
+            "client_id": params["client"],
+            "practitioner_id": found.practitioner_id,
+            "authorization_code_id": found.id,
+            "scope": found.scope,
+            "acr": found.acr,
+            "amr": found.amr,
+            "auth_time": found.auth_time,
+            "issued_at": params["now"],
+            "expires_at": params["expires"],
+        },
     )
     details = json.dumps({"scope": found.scope})
     db.execute(

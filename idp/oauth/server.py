@@ -18,10 +18,7 @@ from idp.auth import assurance
 from idp.auth.policy import current_auth
 from idp.crypto import hash_token
 from idp.db import get_db, memoized
-from idp.models import (
-    AuthorizationCode,
-    OAuthClient,
-)
+from idp.models import AuthorizationCode, OAuthClient
 from idp.oauth import keys
 from idp.oauth.clients import ClientCache
 from idp.oauth.validation import AuthorizationRequestRules, ProviderAuthorizationServer
