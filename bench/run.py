@@ -99,15 +99,18 @@ def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def rss_of(pid: int) -> dict[str, float]:
-    """Resident memory (MiB) of the master and of each worker."""
+    """Resident memory (MiB) of the master and of each worker after the load, and the peak
+    each reached during it (the kernel's high-water mark, ``VmHWM``)."""
     sizes = {}
     for member in tree(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
             continue
-        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-        sizes["master" if member == pid else f"worker {member}"] = round(kib / 1024, 1)
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        name = "master" if member == pid else f"worker {member}"
+        sizes[name] = round(int(fields["VmRSS"].split()[0]) / 1024, 1)
+        sizes[f"{name} peak"] = round(int(fields["VmHWM"].split()[0]) / 1024, 1)
     return sizes
 
 
@@ -691,7 +694,8 @@ def markdown(data: dict) -> str:
             )
         lines += [
             "",
-            f"RSS after load (MiB): {', '.join(f'{k} {v}' for k, v in run['rss_mib'].items())}.",
+            "RSS after load, and peak (MiB): "
+            f"{', '.join(f'{k} {v}' for k, v in run['rss_mib'].items())}.",
         ]
         if "http_requests_per_totp_login" in run:
             lines.append(
@@ -823,7 +827,7 @@ def main() -> None:
                 "per_cpu_s": "successful requests (logins: complete logins) per server CPU-second",
                 "per_s": "successful requests per wall-clock second",
                 "p50_ms": "milliseconds",
-                "rss_mib": "MiB resident",
+                "rss_mib": 'MiB resident after the load; "peak": the most during it (VmHWM)',
                 "server_cpu_s": "CPU-seconds, user + system, whole process tree",
                 "client_cpu_share": "load generator CPU-seconds per wall-clock second (1.0 = "
                 "CPU 1 saturated)",
