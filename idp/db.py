@@ -144,6 +144,14 @@ def get_db() -> Session:
     return g.db
 
 
+def commit_if_open() -> None:
+    """Commit the request's session if anything opened one (a request served from memory and
+    autocommitted statements never does)."""
+    session = g.get("db")
+    if session is not None:
+        session.commit()
+
+
 def autocommit_one(statement, params: dict):
     """One statement in a transaction of its own (autocommit: no BEGIN, no COMMIT to send),
     outside the request's ORM session, and its row (or None): for the hottest requests, whose

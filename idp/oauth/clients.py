@@ -6,6 +6,7 @@ import json
 import secrets
 import threading
 import weakref
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy import event, select
@@ -99,11 +100,13 @@ class ClientCache:
         self._entries: dict[str, tuple[float, OAuthClient]] = {}
         ClientCache._caches.add(self)
 
-    def get(self, db: Session, client_id: str) -> OAuthClient | None:
+    def get(self, session: Callable[[], Session], client_id: str) -> OAuthClient | None:
+        """``session`` is called on a miss only: a hit opens no database session."""
         now = self._clock.now().timestamp()
         entry = self._entries.get(client_id)
         if entry is not None and now - entry[0] < CLIENT_CACHE_SECONDS:
             return entry[1]
+        db = session()
         client = db.execute(
             select(OAuthClient).where(OAuthClient.client_id == client_id)
         ).scalar_one_or_none()

@@ -25,14 +25,14 @@ import json
 import re
 from urllib.parse import unquote
 
-from flask import Response, request
+from flask import Response, current_app, request
 from joserfc import jwt
 from sqlalchemy import Text, and_, bindparam, cast, false, func, insert, select, update
 
 from idp import audit
 from idp.auth import assurance
 from idp.crypto import hash_token, new_token
-from idp.db import autocommit_one, get_db
+from idp.db import autocommit_one, commit_if_open, get_db
 from idp.models import (
     AuditEvent,
     AuthorizationCode,
@@ -205,9 +205,9 @@ def token_response() -> Response:
     try:
         body = exchange()
     except TokenError as error:
-        get_db().commit()  # the claim of a failed exchange, or the revocation of a replay
+        commit_if_open()  # the claim of a failed exchange, or the revocation of a replay
         return error.response()
-    get_db().commit()
+    commit_if_open()
     return Response(json.dumps(body), 200, NO_STORE, "application/json")
 
 
@@ -241,7 +241,7 @@ def exchange() -> dict:
         "active": PractitionerStatus.ACTIVE,
         "recovery": assurance.RECOVERY,
     }
-    found = redeem(get_db(), params)
+    found = redeem(params)
     if found is None or not found.fresh:
         raise invalid_grant("Invalid 'code' in request.")
     if not found.same_redirect:
@@ -265,7 +265,7 @@ def exchange() -> dict:
     return body
 
 
-def redeem(db, params: dict):
+def redeem(params: dict):
     """Claim the code and, when every check passes, issue its token: the checked code back
     (``idp.oauth.exchange._checked``), None for a code unknown or already spent.
 
@@ -275,10 +275,11 @@ def redeem(db, params: dict):
     SQLite (no writes in a WITH) four, in the request's transaction, which the endpoint
     commits (a replay waits on SQLite's write lock, then finds the token)."""
     token_audit = audit.values("oauth:token:issued", client_id=params["client"])
-    if db.get_bind().dialect.name == "postgresql":
+    if current_app.extensions["idp.engine"].dialect.name == "postgresql":
         request_values = {key: token_audit[key] for key in ("at", "event", "ip", "user_agent")}
         found = autocommit_one(REDEEM, {**params, **request_values})
     else:
+        db = get_db()
         code_id = db.execute(
             CLAIM_CODE, {key: params[key] for key in ("hash", "client", "now")}
         ).scalar()
@@ -288,7 +289,7 @@ def redeem(db, params: dict):
             if found is not None and found.ok:
                 issue(db, params, found, token_audit)
     if found is None:
-        revoke_bought(db, params)
+        revoke_bought(get_db(), params)
     return found
 
 

@@ -28,7 +28,7 @@ from idp.services import clock, settings
 def query_client(client_id: str) -> OAuthClient | None:
     if not client_id or len(client_id) > 64 or not client_id.isprintable():
         return None
-    return current_app.extensions["idp.clients"].get(get_db(), client_id)
+    return current_app.extensions["idp.clients"].get(get_db, client_id)
 
 
 _CODES = AuthorizationCode.__table__

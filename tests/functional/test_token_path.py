@@ -103,7 +103,7 @@ def test_a_client_changed_elsewhere_is_read_again_after_ten_seconds(app, clock, 
     assert CLIENT_CACHE_SECONDS == 10.0
     cache = app.extensions["idp.clients"]
     with app.app_context():
-        assert cache.get(get_db(), demo["client_id"]).name == "Appli de démonstration"
+        assert cache.get(get_db, demo["client_id"]).name == "Appli de démonstration"
     engine = create_engine(normalise_url(app.extensions["idp.settings"].database_url))
     with engine.begin() as conn:  # another process: no ORM event reaches this one
         conn.execute(
@@ -113,10 +113,10 @@ def test_a_client_changed_elsewhere_is_read_again_after_ten_seconds(app, clock, 
     engine.dispose()
     clock.advance(9.999)
     with app.app_context():
-        assert cache.get(get_db(), demo["client_id"]).name == "Appli de démonstration"
+        assert cache.get(get_db, demo["client_id"]).name == "Appli de démonstration"
     clock.advance(0.001)
     with app.app_context():
-        assert cache.get(get_db(), demo["client_id"]).name == "Renamed"
+        assert cache.get(get_db, demo["client_id"]).name == "Renamed"
 
 
 def test_a_client_changed_here_is_read_again_at_once_and_an_unknown_one_is_never_kept(
@@ -125,12 +125,12 @@ def test_a_client_changed_here_is_read_again_at_once_and_an_unknown_one_is_never
     cache = app.extensions["idp.clients"]
     with app.app_context():
         db = get_db()
-        assert cache.get(db, demo["client_id"]).name == "Appli de démonstration"
-        client = db.get(OAuthClient, cache.get(db, demo["client_id"]).id)
+        assert cache.get(lambda: db, demo["client_id"]).name == "Appli de démonstration"
+        client = db.get(OAuthClient, cache.get(lambda: db, demo["client_id"]).id)
         client.name = "Changed here"
         db.commit()
-        assert cache.get(db, demo["client_id"]).name == "Changed here"
-        assert cache.get(db, "not-yet") is None
+        assert cache.get(lambda: db, demo["client_id"]).name == "Changed here"
+        assert cache.get(lambda: db, "not-yet") is None
         db.add(
             OAuthClient(
                 client_id="not-yet",
@@ -140,7 +140,7 @@ def test_a_client_changed_here_is_read_again_at_once_and_an_unknown_one_is_never
             )
         )
         db.commit()
-        assert cache.get(db, "not-yet").name == "New"
+        assert cache.get(lambda: db, "not-yet").name == "New"
 
 
 class Statements:
