@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import hmac
 import os
@@ -52,56 +51,33 @@ class DataCipher:
             raise DecryptionError("cannot decrypt") from exc
 
 
-def _trimmer():
-    """glibc's ``malloc_trim``: freed memory back to the system; elsewhere, nothing."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda _pad: 0
-
-
 class _Lane:
     """The one thread of this process that computes argon2 hashes; the request threads wait
-    for it (the GIL released). Hashes run one after the other, each in a cache still warm from
-    the last, and a process holds the memory of one hash (``IDP_ARGON2_MEMORY_KIB``, 9 MiB by
-    default) whatever its number of threads. During a burst the buffer is reused from hash to
-    hash; when no other hash waits, it goes back to the system (``malloc_trim``), so an idle
-    worker does not keep it. On one core: 21 ms of CPU per hash, against 25 ms for four threads
-    side by side (a buffer each), 30 ms if they also gave it back after every hash.
+    for it (the GIL released). Hashes run one after the other, so a process holds the memory
+    of at most one hash (``IDP_ARGON2_MEMORY_KIB``, 9 MiB by default) whatever its number of
+    threads, and each runs in a cache the others do not evict. Under ``idp serve`` the buffer
+    is mapped for the hash and returned after it (``idp.wsgi_server.give_back_large_buffers``).
 
     Made on first use in each process: a worker forked from a process that had hashed gets a
     thread of its own."""
 
     _lock = threading.Lock()
     _pool: ThreadPoolExecutor | None = None
-    _waiting = 0
-    _trim = staticmethod(_trimmer())
 
     @classmethod
     def run(cls, function, *args):
-        with cls._lock:
-            if cls._pool is None:
-                cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
-            cls._waiting += 1
-            pool = cls._pool
-        return pool.submit(cls._one, function, args).result()
-
-    @classmethod
-    def _one(cls, function, args):
-        try:
-            return function(*args)
-        finally:
+        pool = cls._pool
+        if pool is None:
             with cls._lock:
-                cls._waiting -= 1
-                idle = cls._waiting == 0
-            if idle:
-                cls._trim(0)
+                if cls._pool is None:
+                    cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+                pool = cls._pool
+        return pool.submit(function, *args).result()
 
     @classmethod
     def _forget(cls) -> None:
         cls._lock = threading.Lock()
         cls._pool = None
-        cls._waiting = 0
 
 
 os.register_at_fork(after_in_child=_Lane._forget)
