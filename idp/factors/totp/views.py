@@ -80,17 +80,10 @@ def confirm_code(device: TotpDevice, form, *, within=None) -> str | None:
 @policy(Policy.FIRST_FACTOR, get_changes_state=False)
 def login():
     practitioner = first_factor_practitioner()
-    offered = offered_factors(practitioner)
-    if KIND not in offered:
-        return redirect(url_for("auth.second_factor"))
     form = CodeForm()
-    context = {"other_factors": [f for f in offered if f != KIND]}
     if not form.validate_on_submit():
-        status = 400 if request.method == "POST" else 200
-        return render_template("login_totp.html", form=form, **context), status
-    when_throttled(
-        lambda message: render_template("login_totp.html", form=form, error=message, **context)
-    )
+        return login_page(practitioner, form, status=400 if request.method == "POST" else 200)
+    when_throttled(lambda message: login_page(practitioner, form, error=message))
     try:
         authentication = orchestrator().authenticate(
             get_db(), methods()[KIND], second_step_attempt(practitioner), {"code": form.code.data}
@@ -100,10 +93,19 @@ def login():
     except MethodError as exc:
         # One answer for every wrong code: wrong, already used, or valid only at another time.
         form.code.data = ""
-        error = methods().message(exc.code)
-        return render_template("login_totp.html", form=form, error=error, **context), 401
-    complete_login(authentication)
+        return login_page(practitioner, form, error=methods().message(exc.code), status=401)
+    complete_login(authentication)  # the orchestrator checked the level the login requires
     return after_login()
+
+
+def login_page(practitioner: Practitioner, form, *, error: str | None = None, status: int = 200):
+    """The code page, with links to the practitioner's other methods; none without an app
+    that reaches the level this login requires (the page of methods says what to do)."""
+    offered = offered_factors(practitioner)
+    if KIND not in offered:
+        return redirect(url_for("auth.second_factor"))
+    others = [f for f in offered if f != KIND]
+    return render_template("login_totp.html", form=form, error=error, other_factors=others), status
 
 
 @bp.route("/account/totp/add", methods=["GET", "POST"])
