@@ -77,13 +77,20 @@ class Changes:
 
 
 class ServerSession(CallbackDict, SessionMixin):
-    def __init__(self, initial=None, sid: str | None = None, created_at: float | None = None):
+    def __init__(
+        self,
+        initial=None,
+        sid: str | None = None,
+        created_at: float | None = None,
+        as_read: str | bytes | None = None,
+    ):
         def on_update(_self):
             _self.modified = True
 
         super().__init__(initial or {}, on_update)
         self.sid = sid
         self.created_at = created_at
+        self.as_read = as_read  # the store's text of it, for the merge's compare-and-swap
         self.loaded = snapshot(self)  # what the store held for this id when the request began
         self.modified = False
         self.rotate_requested = False
@@ -160,10 +167,10 @@ class DatabaseStore:
     (or rolls back) the request's unit of work.
 
     ``merge`` is an optimistic compare-and-swap on the stored JSON text, with no schema change
-    and no lock held while the request's changes are applied: read the row (its own short
-    transaction), merge, then ``UPDATE … WHERE id_hash = :h AND data = :text_read`` in a new
-    transaction; no row updated means another request wrote in between, so read again and
-    retry. The condition is checked against the latest committed row on both databases:
+    and no lock held while the request's changes are applied: merge onto the text loaded with
+    the request, then ``UPDATE … WHERE id_hash = :h AND data = :text_read``; no row updated
+    means another request wrote in between, so read the row again (its own short transaction)
+    and retry. The condition is checked against the latest committed row on both databases:
 
     - PostgreSQL (READ COMMITTED, the engine's default): an UPDATE that finds the row locked by
       a concurrent writer waits for it, then re-evaluates its WHERE clause on the new version of
@@ -183,7 +190,8 @@ class DatabaseStore:
     def _engine(self):
         return self._app.extensions["idp.state_engine"]
 
-    def load(self, sid: str) -> tuple[dict, float, float] | None:
+    def load(self, sid: str) -> tuple[dict, float, float, str] | None:
+        """The session's data, creation and last use, and its stored text (for ``merge``)."""
         with self._engine().connect() as conn:
             row = conn.execute(_LOAD, {"h": hash_token(sid)}).one_or_none()
         if row is None:
@@ -192,6 +200,7 @@ class DatabaseStore:
             json.loads(row.data),
             as_utc(row.created_at).timestamp(),
             as_utc(row.last_seen_at).timestamp(),
+            row.data,
         )
 
     def save(
@@ -236,20 +245,25 @@ class DatabaseStore:
             ).rowcount
         return updated == 1
 
-    def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
+    def merge(
+        self, sid: str, changes: Changes, now: float, ttl: int, *, as_read: str | None = None
+    ) -> bool:
         """Apply ``changes`` to the session as stored now (see the class). True while the
-        session exists afterwards; False if it was gone, or left empty and so deleted."""
+        session exists afterwards; False if it was gone, or left empty and so deleted.
+        ``as_read``: the data's text when the request loaded it (``load``), tried first."""
         id_hash = hash_token(sid)
         seen = dt.datetime.fromtimestamp(now, dt.UTC)
         if not changes:  # the sliding idle timeout only: the data stays as it is
             with self._engine().begin() as conn:
                 touched = conn.execute(_TOUCH, {"h": id_hash, "seen": seen}).rowcount
             return touched == 1
+        stored = as_read
         for _ in range(MERGE_ATTEMPTS):
-            with self._engine().connect() as conn:
-                stored = conn.execute(_DATA, {"h": id_hash}).scalar_one_or_none()
             if stored is None:
-                return False
+                with self._engine().connect() as conn:
+                    stored = conn.execute(_DATA, {"h": id_hash}).scalar_one_or_none()
+                if stored is None:
+                    return False
             merged = changes.apply(json.loads(stored))
             unchanged_since_read = {"h": id_hash, "stored": stored}
             with self._engine().begin() as conn:
@@ -267,6 +281,7 @@ class DatabaseStore:
                     written = conn.execute(_DROP_UNCHANGED, unchanged_since_read).rowcount
             if written == 1:
                 return bool(merged)
+            stored = None  # another request wrote first (or ended the session): read again
         raise SessionWriteConflictError("the session changed under every attempt to write it")
 
     def delete(self, sid: str) -> None:
@@ -316,21 +331,43 @@ class DatabaseStore:
         return deleted == 1
 
 
+MERGE_SCRIPT = """
+-- KEYS: the session, the index it leaves, the index it joins (used as ARGV[5], ARGV[6] say)
+-- ARGV: the record as read, the new record ('' deletes it), ttl, the id hash, leave, join
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current ~= ARGV[1] then return current end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+if ARGV[5] == '1' then redis.call('SREM', KEYS[2], ARGV[4]) end
+if ARGV[6] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return 1
+"""
+
+
 class RedisStore:
     """One JSON record per session, ``{"data", "created_at", "last_seen_at"}``, expiring after
     the absolute timeout.
 
-    ``merge`` is an optimistic transaction: WATCH the key, GET it, apply the request's changes,
-    then MULTI/SET/EXEC, which Redis refuses if any client wrote (or deleted) the key after the
-    WATCH; then read again and retry. The merge runs in Python rather than in a Lua script:
-    Lua's JSON library would round timestamps and turn empty lists into objects. The idle
-    timeout is ``last_seen_at`` inside the record, so a request that changed nothing still
-    rewrites the record (the data as just read) under the same WATCH, with a fresh TTL.
+    ``merge`` is a compare-and-swap on the record's text, in one script (``MERGE_SCRIPT``):
+    the record is rewritten only if it is still the text this request read (when it opened
+    the session, or again after a conflict); otherwise the script answers the record as it is
+    now, the request's changes are applied to it, and the swap is tried again. The merge of
+    the data itself runs in Python, not in Lua: Lua's JSON library would round timestamps and
+    turn empty lists into objects. The idle timeout is ``last_seen_at`` inside the record, so
+    a request that changed nothing still rewrites the record, with a fresh TTL.
     """
 
     def __init__(self, client, prefix: str = "idp:session:") -> None:
         self._redis = client
         self._prefix = prefix
+        self._merge_script = client.register_script(MERGE_SCRIPT)  # EVALSHA, loaded once
 
     def _index(self, practitioner_id: int) -> str:
         """The set of a practitioner's session id hashes. An entry outlives its session when
@@ -347,7 +384,7 @@ class RedisStore:
         if raw is None:
             return None
         record = json.loads(raw)
-        return record["data"], record["created_at"], record["last_seen_at"]
+        return record["data"], record["created_at"], record["last_seen_at"], raw
 
     def save(self, sid, data, created_at, now, ttl, *, new: bool, meta=None, replaces=None) -> bool:
         if replaces is not None:
@@ -370,37 +407,39 @@ class RedisStore:
                 pipe.execute()
         return written
 
-    def merge(self, sid: str, changes: Changes, now: float, ttl: int) -> bool:
+    def merge(
+        self, sid: str, changes: Changes, now: float, ttl: int, *, as_read: str | None = None
+    ) -> bool:
         """Apply ``changes`` to the session as stored now (see the class). True while the
-        session exists afterwards; False if it was gone, or left empty and so deleted."""
-        from redis.exceptions import WatchError
-
+        session exists afterwards; False if it was gone, or left empty and so deleted.
+        ``as_read``: the record's text when the request loaded it (``load``), tried first."""
         id_hash = hash_token(sid)
         name = self._prefix + id_hash
-        with self._redis.pipeline() as pipe:
-            for _ in range(MERGE_ATTEMPTS):
-                try:
-                    pipe.watch(name)
-                    raw = pipe.get(name)
-                    if raw is None:
-                        return False  # leaving the block resets the pipeline (UNWATCH)
-                    record = json.loads(raw)
-                    before = _practitioner_id(record["data"])
-                    merged = changes.apply(record["data"])
-                    after = _practitioner_id(merged) if merged else None
-                    pipe.multi()
-                    if merged:
-                        record.update(data=merged, last_seen_at=now)
-                        pipe.set(name, json.dumps(record), ex=ttl)
-                    else:
-                        pipe.delete(name)
-                    if before is not None and before != after:
-                        pipe.srem(self._index(before), id_hash)
-                    self._indexed(pipe, after, id_hash, ttl)
-                    pipe.execute()
-                    return bool(merged)
-                except WatchError:
-                    continue
+        raw = as_read if as_read is not None else self._redis.get(name)
+        for _ in range(MERGE_ATTEMPTS):
+            if raw is None:
+                return False
+            record = json.loads(raw)
+            before = _practitioner_id(record["data"])
+            merged = changes.apply(record["data"])
+            after = _practitioner_id(merged) if merged else None
+            if merged:
+                record.update(data=merged, last_seen_at=now)
+            leaves = before is not None and before != after
+            answer = self._merge_script(
+                keys=[name, self._index(before or 0), self._index(after or 0)],
+                args=[
+                    raw,
+                    json.dumps(record) if merged else "",
+                    ttl,
+                    id_hash,
+                    int(leaves),
+                    int(after is not None),
+                ],
+            )
+            if answer == 1:
+                return bool(merged)
+            raw = answer or None  # another request wrote first: its record, or gone (0)
         raise SessionWriteConflictError("the session changed under every attempt to write it")
 
     def delete(self, sid: str) -> None:
@@ -498,10 +537,10 @@ class ServerSessionInterface(SessionInterface):
         if sid and len(sid) < 100:
             loaded = self.store.load(sid)
             if loaded is not None:
-                data, created_at, last_seen = loaded
+                data, created_at, last_seen, as_read = loaded
                 idle, absolute = self._limits(app)
                 if now - last_seen <= idle and now - created_at <= absolute:
-                    return ServerSession(data, sid=sid, created_at=created_at)
+                    return ServerSession(data, sid=sid, created_at=created_at, as_read=as_read)
                 self.store.delete(sid)
         return ServerSession(created_at=now)
 
@@ -522,7 +561,8 @@ class ServerSessionInterface(SessionInterface):
         if session.sid and not session.rotate_requested:
             response.vary.add("Cookie")
             # Even a request that changed nothing slides the idle timeout.
-            if not self.store.merge(session.sid, session.changes(), now, absolute):
+            changes = session.changes()
+            if not self.store.merge(session.sid, changes, now, absolute, as_read=session.as_read):
                 if not session:  # emptied by this request: gone with its last key
                     forget()
             # The browser has this id already. Sending it again would let a late response

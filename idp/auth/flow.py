@@ -456,8 +456,8 @@ class DecoupledLogins:
         loaded = self._store.load(login_id) if login_id and len(login_id) < 100 else None
         if loaded is None:
             return None
-        data, created_at, _last_seen = loaded
-        return LoginState(ServerSession(data, sid=login_id, created_at=created_at))
+        data, created_at, _last_seen, as_read = loaded
+        return LoginState(ServerSession(data, sid=login_id, created_at=created_at, as_read=as_read))
 
     def save(self, login_id: str, state: LoginState, *, now: dt.datetime) -> bool:
         """Write what changed; False when the login ended meanwhile (never revived)."""
@@ -467,7 +467,9 @@ class DecoupledLogins:
             return self._store.save(
                 login_id, dict(record), record.created_at, now.timestamp(), self._ttl, new=True
             )
-        return self._store.merge(login_id, record.changes(), now.timestamp(), self._ttl)
+        return self._store.merge(
+            login_id, record.changes(), now.timestamp(), self._ttl, as_read=record.as_read
+        )
 
     def end(self, login_id: str) -> None:
         self._store.delete(login_id)

@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 from flask import request as flask_request
-from sqlalchemy import select
+from sqlalchemy import event, select
 from werkzeug.test import EnvironBuilder
 
 from idp import sessions as server_sessions
@@ -194,6 +194,48 @@ def test_a_static_file_reads_no_session_and_sets_no_cookie(app, sessions):
     response = finish(app, sessions, session)
     assert set_cookie(response) is None
     assert stored(sessions, sid) == {"csrf_token": "t"}
+
+
+@pytest.fixture
+def store_reads(app, sessions, monkeypatch):
+    """What the session store reads while the test runs: its SELECTs, or its Redis GETs."""
+    reads: list[str] = []
+    store = sessions.store
+    if isinstance(store, DatabaseStore):
+
+        def statement(_conn, _cursor, sql, *_args):
+            if sql.lstrip().upper().startswith("SELECT"):
+                reads.append(sql)
+
+        engine = app.extensions["idp.state_engine"]
+        event.listen(engine, "before_cursor_execute", statement)
+        yield reads
+        event.remove(engine, "before_cursor_execute", statement)
+        return
+    from redis.connection import AbstractConnection
+
+    send = AbstractConnection.send_command
+
+    def command(connection, *args, **kwargs):
+        if str(args[0]).upper() == "GET":  # sent by the client: a script's own GET is not
+            reads.append(args[1])
+        return send(connection, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_command", command)
+    yield reads
+
+
+def test_a_request_alone_on_its_session_writes_it_without_reading_it_again(
+    app, sessions, store_reads
+):
+    """The store's compare-and-swap starts from the text loaded with the request."""
+    sid = started(app, sessions, {"csrf_token": "t"})
+    session = open_request(app, sessions, sid)
+    session["authz"] = PENDING
+    store_reads.clear()
+    finish(app, sessions, session)
+    assert store_reads == []
+    assert stored(sessions, sid) == {"csrf_token": "t", "authz": PENDING}
 
 
 def test_a_session_emptied_by_its_request_is_deleted_with_its_cookie(app, sessions):
