@@ -351,6 +351,20 @@ return 1
 """
 
 
+SAVE_SCRIPT = """
+-- KEYS: the new session, the session it replaces, the index it joins (as ARGV[4], ARGV[5] say)
+-- ARGV: the record, ttl, the new id hash, replaces, joins. NX: an id is never written twice.
+-- The replaced session's index entry stays until a listing drops it (see RedisStore).
+if ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+
 class RedisStore:
     """One JSON record per session, ``{"data", "created_at", "last_seen_at"}``, expiring after
     the absolute timeout.
@@ -368,10 +382,12 @@ class RedisStore:
         self._redis = client
         self._prefix = prefix
         self._merge_script = client.register_script(MERGE_SCRIPT)  # EVALSHA, loaded once
+        self._save_script = client.register_script(SAVE_SCRIPT)
 
     def _index(self, practitioner_id: int) -> str:
         """The set of a practitioner's session id hashes. An entry outlives its session when
-        the session's key expires: listing drops it. The set expires with the last session."""
+        the session's key expires or a rotation replaces it: listing drops it. The set expires
+        with the last session."""
         return f"{self._prefix}by-practitioner:{practitioner_id}"
 
     def _indexed(self, pipe, practitioner_id: int | None, id_hash: str, ttl: int) -> None:
@@ -387,23 +403,33 @@ class RedisStore:
         return record["data"], record["created_at"], record["last_seen_at"], raw
 
     def save(self, sid, data, created_at, now, ttl, *, new: bool, meta=None, replaces=None) -> bool:
-        if replaces is not None:
-            self.delete(replaces)
-        record = {"data": data, "created_at": created_at, "last_seen_at": now}
-        if new:
-            record["ip"], record["user_agent"] = _origin(meta)
-        else:
-            stored = self._redis.get(self._prefix + hash_token(sid))
-            if stored is not None:
-                previous = json.loads(stored)
-                record.update(ip=previous.get("ip"), user_agent=previous.get("user_agent"))
         id_hash = hash_token(sid)
         name = self._prefix + id_hash
-        # NX for a new id, XX for an existing one: a session deleted meanwhile stays deleted.
-        written = bool(self._redis.set(name, json.dumps(record), ex=ttl, nx=new, xx=not new))
-        if written and _practitioner_id(data) is not None:
+        owner = _practitioner_id(data)
+        record = {"data": data, "created_at": created_at, "last_seen_at": now}
+        if new:  # a new session, or a rotation: one script (SAVE_SCRIPT)
+            record["ip"], record["user_agent"] = _origin(meta)
+            old = self._prefix + hash_token(replaces) if replaces is not None else name
+            written = self._save_script(
+                keys=[name, old, self._index(owner or 0)],
+                args=[
+                    json.dumps(record),
+                    ttl,
+                    id_hash,
+                    int(replaces is not None),
+                    int(bool(owner)),
+                ],
+            )
+            return written == 1
+        stored = self._redis.get(name)
+        if stored is not None:
+            previous = json.loads(stored)
+            record.update(ip=previous.get("ip"), user_agent=previous.get("user_agent"))
+        # XX: a session deleted meanwhile stays deleted.
+        written = bool(self._redis.set(name, json.dumps(record), ex=ttl, xx=True))
+        if written and owner is not None:
             with self._redis.pipeline() as pipe:
-                self._indexed(pipe, _practitioner_id(data), id_hash, ttl)
+                self._indexed(pipe, owner, id_hash, ttl)
                 pipe.execute()
         return written
 
