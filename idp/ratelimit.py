@@ -400,9 +400,14 @@ end
 return result
 """
 
-RELEASE_SCRIPT = """
-for _, name in ipairs(KEYS) do
-  if tonumber(redis.call('HGET', name, 'failures') or '0') > 0 then
+# After an attempt: the first ARGV[1] counters are reset (deleted), the others released (one
+# failure fewer, never below zero).
+SETTLE_SCRIPT = """
+local resets = tonumber(ARGV[1])
+for i, name in ipairs(KEYS) do
+  if i <= resets then
+    redis.call('DEL', name)
+  elseif tonumber(redis.call('HGET', name, 'failures') or '0') > 0 then
     redis.call('HINCRBY', name, 'failures', -1)
   end
 end
@@ -422,6 +427,8 @@ class RedisThrottle:
         self._clock = clock
         self._prefix = prefix
         self._limits = limits
+        self._reserve = client.register_script(RESERVE_SCRIPT)  # EVALSHA, loaded once
+        self._settle = client.register_script(SETTLE_SCRIPT)
 
     def _limit(self, counter_key: str) -> Limit:
         return self._limits[limiter_of(counter_key)]
@@ -441,7 +448,7 @@ class RedisThrottle:
             limit = self._limit(counter_key)
             args += [limit.free, limit.ceiling or 0, limit.ttl]
         names = [self._prefix + k for k in ordered]
-        result = self._call(self._redis.eval, RESERVE_SCRIPT, len(names), *names, *args)
+        result = self._call(self._reserve, names, args)
         wait, blocking = int(result[0]), int(result[1])
         if wait:
             raise ThrottledError(wait, keys=[ordered[blocking - 1]])
@@ -449,17 +456,16 @@ class RedisThrottle:
 
     def succeeded(self, reservation: Reservation) -> None:
         reset = [k for k in reservation.keys if self._limit(k).on_success == RESET]
-        if reset:
-            self._call(self._redis.delete, *(self._prefix + k for k in reset))
-        self._release([k for k in reservation.keys if self._limit(k).on_success == RELEASE])
+        release = [k for k in reservation.keys if self._limit(k).on_success == RELEASE]
+        self._settled(reset, release)
 
     def forgive(self, reservation: Reservation) -> None:
-        self._release(list(reservation.keys))
+        self._settled([], list(reservation.keys))
 
-    def _release(self, keys: list[str]) -> None:
-        if keys:
-            names = [self._prefix + k for k in keys]
-            self._call(self._redis.eval, RELEASE_SCRIPT, len(names), *names)
+    def _settled(self, reset: list[str], release: list[str]) -> None:
+        if reset or release:
+            names = [self._prefix + k for k in (*reset, *release)]
+            self._call(self._settle, names, [len(reset)])
 
     def unlock(self, subject: int) -> list[str]:
         exact, prefixes = account_patterns(self._limits, subject)
