@@ -265,23 +265,28 @@ class DatabaseThrottle:
         return self._limits[limiter_of(counter_key)]
 
     @staticmethod
-    def _locked_row(conn, counter_key: str, now: dt.datetime):
-        """The key's row, created if missing, locked until the transaction ends: one upsert
-        (``ON CONFLICT DO UPDATE`` both creates and locks, even against a concurrent reset)."""
-        return conn.execute(_UPSERT[conn.dialect.name], {"k": counter_key, "now": now}).one()
+    def _locked_rows(conn, ordered: list[str], now: dt.datetime) -> dict:
+        """The keys' rows, created if missing, locked in key order until the transaction ends:
+        one upsert for all of them (``ON CONFLICT DO UPDATE`` both creates and locks, even
+        against a concurrent reset)."""
+        upsert = _UPSERT[conn.dialect.name]
+        rows = conn.execute(upsert, [{"k": key, "now": now} for key in ordered]).all()
+        return {row.key: row for row in rows}
 
     def reserve(self, keys: Iterable[str]) -> Reservation:
         now = self._clock.now()
         ordered = sorted(set(keys))
+        if not ordered:
+            return Reservation({})
         counts: dict[str, int] = {}
         wait = 0
         blocking: list[str] = []
         with self._engine.begin() as conn:
+            rows = self._locked_rows(conn, ordered, now)
             for counter_key in ordered:
-                limit = self._limit(counter_key)
-                row = self._locked_row(conn, counter_key, now)
+                row = rows[counter_key]
                 key_wait, failures = _wait(
-                    limit,
+                    self._limit(counter_key),
                     failures=row.failures,
                     blocked_until=_as_utc(row.blocked_until).timestamp(),
                     last_failure=_as_utc(row.last_failure_at).timestamp(),
@@ -293,17 +298,21 @@ class DatabaseThrottle:
                 counts[counter_key] = failures + 1
             if wait:
                 raise ThrottledError(wait, keys=blocking)  # rolled back: nothing counted
-            for counter_key, failures in counts.items():
-                delay = delay_after(failures, self._limit(counter_key).free)
-                conn.execute(
-                    _COUNT,
+            conn.execute(
+                _COUNT,
+                [
                     {
                         "k": counter_key,
                         "failures": failures,
                         "now": now,
-                        "until": now + dt.timedelta(seconds=delay),
-                    },
-                )
+                        "until": now
+                        + dt.timedelta(
+                            seconds=delay_after(failures, self._limit(counter_key).free)
+                        ),
+                    }
+                    for counter_key, failures in counts.items()
+                ],
+            )
         return Reservation(counts)
 
     def succeeded(self, reservation: Reservation) -> None:
