@@ -245,6 +245,19 @@ _COUNT = (
 )
 
 
+_RESET = delete(ThrottleCounter.__table__).where(
+    ThrottleCounter.__table__.c.key.in_(bindparam("keys", expanding=True))
+)
+_RELEASE = (
+    update(ThrottleCounter.__table__)
+    .where(
+        ThrottleCounter.__table__.c.key.in_(bindparam("keys", expanding=True)),
+        ThrottleCounter.__table__.c.failures > 0,
+    )
+    .values(failures=ThrottleCounter.__table__.c.failures - 1)
+)
+
+
 class DatabaseThrottle:
     """Counters in ``throttle_counters``.
 
@@ -320,9 +333,7 @@ class DatabaseThrottle:
         release = [k for k in reservation.keys if self._limit(k).on_success == RELEASE]
         with self._engine.begin() as conn:
             if reset:
-                conn.execute(
-                    delete(ThrottleCounter.__table__).where(ThrottleCounter.key.in_(reset))
-                )
+                conn.execute(_RESET, {"keys": reset})
             self._release(conn, release)
 
     def forgive(self, reservation: Reservation) -> None:
@@ -332,12 +343,7 @@ class DatabaseThrottle:
     @staticmethod
     def _release(conn, keys: list[str]) -> None:
         if keys:
-            table = ThrottleCounter.__table__
-            conn.execute(
-                update(table)
-                .where(table.c.key.in_(keys), table.c.failures > 0)
-                .values(failures=table.c.failures - 1)
-            )
+            conn.execute(_RELEASE, {"keys": keys})
 
     def unlock(self, subject: int) -> list[str]:
         exact, prefixes = account_patterns(self._limits, subject)

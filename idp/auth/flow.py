@@ -43,7 +43,7 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp import audit, mail
@@ -517,20 +517,28 @@ def failed_attempts_since_last_login(
     db: Session, practitioner_id: int
 ) -> tuple[int, dt.datetime | None]:
     """Failed sign-in attempts on the account since its previous completed login."""
+    failed = ["auth:password:failed", *(f"auth:{m.kind}:failed" for m in methods())]
+    params = {"practitioner_id": practitioner_id, "failed": failed}
+    count, last = db.execute(_FAILED_SINCE_LAST_LOGIN, params).one()
+    return int(count), last
+
+
+def _failed_since_last_login():
+    practitioner = bindparam("practitioner_id", type_=AuditEvent.practitioner_id.type)
     previous = (
         select(func.max(AuditEvent.at))
-        .where(AuditEvent.practitioner_id == practitioner_id, AuditEvent.event == LOGIN_COMPLETED)
+        .where(AuditEvent.practitioner_id == practitioner, AuditEvent.event == LOGIN_COMPLETED)
         .scalar_subquery()
     )
-    failed = ["auth:password:failed", *(f"auth:{m.kind}:failed" for m in methods())]
-    count, last = db.execute(
-        select(func.count(), func.max(AuditEvent.at)).where(
-            AuditEvent.practitioner_id == practitioner_id,
-            AuditEvent.event.in_(failed),
-            or_(previous.is_(None), AuditEvent.at > previous),
-        )
-    ).one()
-    return int(count), last
+    return select(func.count(), func.max(AuditEvent.at)).where(
+        AuditEvent.practitioner_id == practitioner,
+        AuditEvent.event.in_(bindparam("failed", expanding=True)),
+        or_(previous.is_(None), AuditEvent.at > previous),
+    )
+
+
+_FAILED_SINCE_LAST_LOGIN = _failed_since_last_login()
+"""Built once: every completed login counts the failures before it."""
 
 
 def complete_login(

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import ClassVar
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit
@@ -61,10 +61,16 @@ def invalidate(db: Session, practitioner_id: int, *, now: dt.datetime) -> int:
     return result.rowcount
 
 
+REMAINING = (
+    select(func.count())
+    .select_from(RecoveryCode)
+    .where(*unused(bindparam("practitioner_id", type_=RecoveryCode.practitioner_id.type)))
+)
+"""Built once: a sign-in page asks whether to offer a recovery code."""
+
+
 def remaining(db: Session, practitioner_id: int) -> int:
-    return db.execute(
-        select(func.count()).select_from(RecoveryCode).where(*unused(practitioner_id))
-    ).scalar_one()
+    return db.execute(REMAINING, {"practitioner_id": practitioner_id}).scalar_one()
 
 
 def unused_codes(db: Session, practitioner_id: int) -> list[RecoveryCode]:

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import ClassVar
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from idp.auth import assurance
@@ -84,19 +84,22 @@ def confirm_totp_enrolment(
     device.confirmed_at = clock.now()
 
 
+ACTIVE_DEVICES = (
+    select(TotpDevice)
+    .where(
+        TotpDevice.practitioner_id == bindparam("practitioner_id"),
+        TotpDevice.confirmed_at.is_not(None),
+        TotpDevice.removed_at.is_(None),
+    )
+    .order_by(TotpDevice.id)
+)
+"""Built once: every sign-in with a code reads it."""
+
+
 def active_devices(db: Session, practitioner_id: int) -> list[TotpDevice]:
     def read() -> list[TotpDevice]:
-        return list(
-            db.execute(
-                select(TotpDevice)
-                .where(
-                    TotpDevice.practitioner_id == practitioner_id,
-                    TotpDevice.confirmed_at.is_not(None),
-                    TotpDevice.removed_at.is_(None),
-                )
-                .order_by(TotpDevice.id)
-            ).scalars()
-        )
+        params = {"practitioner_id": practitioner_id}
+        return list(db.execute(ACTIVE_DEVICES, params).scalars())
 
     return list(memoized(db, ("totp devices", practitioner_id), read))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from idp import audit, challenges
@@ -156,20 +156,23 @@ def level_of(credential: WebAuthnCredential) -> str:
     return assurance.HIGH if credential.hardware_bound else assurance.PHISHING_RESISTANT
 
 
+LISTED_CREDENTIALS = (
+    select(WebAuthnCredential)
+    .where(
+        WebAuthnCredential.practitioner_id == bindparam("practitioner_id"),
+        WebAuthnCredential.removed_at.is_(None),
+    )
+    .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
+)
+"""Built once: every sign-in lists the practitioner's keys."""
+
+
 def listed_credentials(db: Session, practitioner_id: int) -> list[WebAuthnCredential]:
     """Everything not removed, blocked ones included (the account page shows them)."""
 
     def read() -> list[WebAuthnCredential]:
-        return list(
-            db.execute(
-                select(WebAuthnCredential)
-                .where(
-                    WebAuthnCredential.practitioner_id == practitioner_id,
-                    WebAuthnCredential.removed_at.is_(None),
-                )
-                .order_by(WebAuthnCredential.created_at, WebAuthnCredential.id)
-            ).scalars()
-        )
+        params = {"practitioner_id": practitioner_id}
+        return list(db.execute(LISTED_CREDENTIALS, params).scalars())
 
     return list(memoized(db, ("webauthn credentials", practitioner_id), read))
 
