@@ -79,6 +79,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def remember_choice(response):
+        if b"lang=" not in request.query_string:  # most requests: no query to parse
+            return response
         chosen = request.args.get("lang")
         if chosen in LANGUAGES:
             remember_language(response, chosen)

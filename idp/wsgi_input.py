@@ -55,7 +55,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 def carries_nul() -> bool:
     values = []
-    if request.query_string:
+    query = request.query_string
+    if b"%00" in query or b"\x00" in query:  # else no value of the query holds a NUL
         values += [value for _key, value in request.args.items(multi=True)]
     if request.mimetype in FORM_TYPES:  # only then is there a form (parsing one costs)
         values += [value for _key, value in request.form.items(multi=True)]
