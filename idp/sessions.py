@@ -434,7 +434,13 @@ class RedisStore:
         return written
 
     def merge(
-        self, sid: str, changes: Changes, now: float, ttl: int, *, as_read: str | None = None
+        self,
+        sid: str,
+        changes: Changes,
+        now: float,
+        ttl: int,
+        *,
+        as_read: str | bytes | None = None,
     ) -> bool:
         """Apply ``changes`` to the session as stored now (see the class). True while the
         session exists afterwards; False if it was gone, or left empty and so deleted.
