@@ -529,8 +529,7 @@ def bench_peer(args, log) -> dict:
             line = server.process.stdout.readline().decode()
             if not line:
                 raise RuntimeError("the peer exited")
-        refresh = json.loads(line)["refresh_token"]
-        pool = list(json.loads(line).get("refresh_tokens") or [refresh])  # each used once
+        refresh = json.loads(line)["refresh_token"]  # not rotated: it serves every request
         auth = loadgen.basic(client_id, secret)
         scenarios = {
             "discovery": ("get", {"path": "/.well-known/openid-configuration"}),
@@ -548,12 +547,8 @@ def bench_peer(args, log) -> dict:
             scenario, ctx = scenarios[endpoint]
             log(f"  peer {endpoint}")
 
-            def once(d, scenario=scenario, ctx=ctx, endpoint=endpoint):
-                if endpoint != "refresh_token":
-                    return measure(server, scenario, ctx, "cycle", [None], duration=d)
-                items = pool[: int(4000 * d) + 200]
-                del pool[: len(items)]
-                return measure(server, scenario, ctx, "once", items, duration=d)
+            def once(d, scenario=scenario, ctx=ctx):
+                return measure(server, scenario, ctx, "cycle", [None], duration=d)
 
             once(0.3)  # warm-up
             rounds = alternate({"peer": once}, args.rounds, args.duration, log)
