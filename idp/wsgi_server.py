@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 from collections.abc import Mapping
 
 from gunicorn.app.base import BaseApplication
@@ -88,14 +89,28 @@ class IdPServer(BaseApplication):
         (never a request's work; the workers take turns, see ``idp.turns``)."""
         give_back_large_buffers()
         if self.factory is not None:
-            return self.factory()
-        from idp import create_app, housekeeping
-        from idp.mail import worker
+            app = self.factory()
+        else:
+            from idp import create_app, housekeeping
+            from idp.mail import worker
 
-        app = create_app()
-        worker.start(app)
-        housekeeping.start(app)
+            app = create_app()
+            worker.start(app)
+            housekeeping.start(app)
+        freeze_long_lived()
         return app
+
+
+def freeze_long_lived() -> None:
+    """What exists once the app is built (modules, the app, its caches) lives as long as the
+    process: moved out of the collector's reach, so that a full collection only walks what
+    requests made since. Without it, a collection of the whole heap (about 150,000 objects)
+    took 146 ms on the project's test machine, in the middle of whichever request triggered
+    it. Called in the master before forking too (as Python's documentation advises for a
+    server that forks), so that collections in the workers do not write to the pages they
+    share with it."""
+    gc.collect()
+    gc.freeze()
 
 
 M_MMAP_THRESHOLD = -3
@@ -133,6 +148,7 @@ def run(
     """``workers`` processes of ``threads`` threads each (gunicorn's ``gthread``): a request
     waiting on the database or a password hash (argon2 releases the GIL) holds one thread, not
     the process."""
+    freeze_long_lived()
     IdPServer(
         {
             "bind": f"{host}:{port}",
