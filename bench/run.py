@@ -480,6 +480,7 @@ def bench_idp(args, backend: str, workers: int, ref: Server | None, ref_state: d
             out["http_requests_per_totp_login"] = round(
                 idp["http_requests"] / max(1, idp["ok"] + idp["errors"]), 2
             )
+            out["password_check_ms"] = password_check_ms()
     finally:
         if server:
             server.stop()
@@ -610,6 +611,35 @@ def sections(args, log) -> dict:
 # --------------------------------------------------------------------------- output
 
 
+PASSWORD_CHECK = """
+import statistics, time
+from idp.config import Settings
+from idp.crypto import Passwords
+passwords = Passwords(time_cost=Settings.argon2_time_cost, memory_kib=Settings.argon2_memory_kib,
+                      parallelism=Settings.argon2_parallelism)
+stored = passwords.hash("correct horse battery")
+spent = []
+for _ in range(15):
+    start = time.process_time()
+    passwords.verify(stored, "correct horse battery")
+    spent.append(time.process_time() - start)
+print(statistics.median(spent) * 1000)
+"""
+
+
+def password_check_ms() -> float:
+    """CPU milliseconds of one password check at the IdP's default argon2 parameters, on the
+    servers' core, now: what a complete login costs at the least, whatever else it does."""
+    done = subprocess.run(
+        ["taskset", "-c", str(SERVER_CPU), PYTHON, "-c", PASSWORD_CHECK],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return round(float(done.stdout.split()[-1]), 2)
+
+
 def machine() -> dict:
     model = next(
         (
@@ -695,6 +725,15 @@ def markdown(data: dict) -> str:
         if "http_requests_per_totp_login" in run:
             lines.append(
                 f"HTTP requests per password + TOTP login: {run['http_requests_per_totp_login']}."
+            )
+        if run.get("password_check_ms") and run["endpoints"]["login_totp"]["idp"]["per_cpu_s"]:
+            check = run["password_check_ms"]
+            login = 1000 / run["endpoints"]["login_totp"]["idp"]["per_cpu_s"]
+            lines.append(
+                f"One password check at the default argon2 parameters, measured on the same "
+                f"core after this configuration's rounds: {check} ms of CPU, so at most "
+                f"{1000 / check:.1f} logins per core-second with nothing else done; a login "
+                f"cost {login:.1f} ms, {login - check:.1f} ms beyond its password check."
             )
         lines.append("")
     refs = [r for r in data.get("reference", [])]
