@@ -86,12 +86,23 @@ def resume_url() -> str | None:
     return url_for("oauth.authorize") + "?" + urlencode([tuple(p) for p in pending.params])
 
 
+KEPT_REQUEST_ANSWER = "idp.kept_request_answer"
+"""The app extension that may answer the application's kept request at the end of a login,
+without sending the browser back to it (the OpenID provider registers it: auth knows no
+OAuth). It returns a response, or None when the request needs more than the login."""
+
+
 def after_login():
     reset = flow.state().password_reset
     if reset is not None and reset.proven:
         return redirect(url_for("password_reset.choose"), code=303)
     if password_change_pending():  # "This wasn't me": a new password before anything else
         return redirect(url_for(FORCED_CHANGE_PAGE), code=303)
+    answer = current_app.extensions.get(KEPT_REQUEST_ANSWER)
+    if answer is not None and pending_request() is not None:
+        response = answer()
+        if response is not None:
+            return response
     target = resume_url() or flow.state().take_next() or url_for("accounts.home")
     if not target.startswith("/") or target.startswith("//"):
         target = url_for("accounts.home")

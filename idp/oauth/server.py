@@ -17,7 +17,7 @@ from idp import housekeeping
 from idp.auth import assurance
 from idp.auth.policy import current_auth
 from idp.crypto import hash_token
-from idp.db import get_db, memoized
+from idp.db import get_db
 from idp.models import AuthorizationCode, OAuthClient
 from idp.oauth import keys
 from idp.oauth.clients import ClientCache
@@ -85,22 +85,14 @@ class AuthorizationCodeGrant(AuthorizationRequestRules, grants.AuthorizationCode
 
 class ProviderOpenIDCode(OpenIDCode):
     def exists_nonce(self, nonce: str, oauth_request) -> bool:
-        """A nonce already used by a live code of this client (Authlib asks twice per
-        /authorize: read once). Only codes the prune still keeps count: an older one can no
-        longer be exchanged, so its nonce replays nothing."""
-        client_id = oauth_request.payload.client_id
-        db = get_db()
+        """A nonce already used by a live code of this client. Only codes the prune still
+        keeps count: an older one can no longer be exchanged, so its nonce replays nothing."""
         since = housekeeping.codes_kept_since(clock().now(), settings())
-        return memoized(
-            db,
-            ("nonce", client_id, nonce),
-            lambda: (
-                db.execute(
-                    NONCE_USED, {"client": client_id, "nonce": nonce, "since": since}
-                ).first()
-                is not None
-            ),
+        used = get_db().execute(
+            NONCE_USED,
+            {"client": oauth_request.payload.client_id, "nonce": nonce, "since": since},
         )
+        return used.first() is not None
 
 
 def create_server(app: Flask) -> ProviderAuthorizationServer:

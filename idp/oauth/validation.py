@@ -10,6 +10,7 @@ are checked here first, and the descriptions below never contain request input.
 from __future__ import annotations
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
@@ -22,6 +23,7 @@ from authlib.oidc.core.errors import (
     RequestNotSupportedError,
     RequestURINotSupportedError,
 )
+from flask import request as flask_request
 
 from idp import jsonlimits
 from idp.auth import assurance
@@ -158,6 +160,12 @@ class AuthorizationRequestRules:
 
 
 class ProviderAuthorizationServer(AuthorizationServer):
+    def create_oauth2_request(self, request):
+        """The request being served, or the one given (Authlib's Flask server ignores it): an
+        authorization request kept while the practitioner signed in, answered at the end of
+        the login (``idp.oauth.views.answer_kept_request``)."""
+        return FlaskOAuth2Request(flask_request if request is None else request)
+
     def get_authorization_grant(self, request):
         """Authlib checks ``response_type`` first and echoes it into its description: here the
         client and its redirect URI come first (an error page), then an unsupported
@@ -174,3 +182,16 @@ class ProviderAuthorizationServer(AuthorizationServer):
             response_type if is_printable_ascii(response_type) else "(invalid)",
             redirect_uri=redirect_uri,
         )
+
+    def respond(self, grant, end_user):
+        """The answer to a request ``get_consent_grant`` has just validated: Authlib's
+        ``create_authorization_response`` without validating the request a second time (the
+        same checks, the nonce's lookup included, on the same request)."""
+        try:
+            args = grant.create_authorization_response(grant.redirect_uri, end_user)
+            response = self.handle_response(*args)
+        except OAuth2Error as error:
+            error.state = grant.request.payload.state
+            response = self.handle_error_response(grant.request, error)
+        grant.execute_hook("after_authorization_response", response)
+        return response

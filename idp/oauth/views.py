@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -11,6 +12,7 @@ from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
+    Request,
     Response,
     current_app,
     jsonify,
@@ -28,6 +30,7 @@ from idp import audit
 from idp.auth import assurance, flow
 from idp.auth.error_pages import Back, render_error
 from idp.auth.policy import FORCED_CHANGE_PAGE, Policy, current_auth, policy
+from idp.auth.views import KEPT_REQUEST_ANSWER
 from idp.crypto import hash_token
 from idp.db import autocommit_one, get_db
 from idp.models import Consent, OAuthClient, Practitioner, PractitionerStatus, Token
@@ -295,9 +298,67 @@ def authorize():
     except OAuth2Error as error:
         error.state = request.values.get("state")
         return oauth_error_response(error)
-    response = server().create_authorization_response(grant_user=practitioner, grant=grant)
+    return issue(grant, practitioner)
+
+
+def issue(grant, practitioner: Practitioner) -> Response:
+    """The code (or Authlib's error) for a validated request, back to the application."""
+    response = server().respond(grant, practitioner)
     flow.state().drop_request()
     return with_issuer(response)
+
+
+def kept_request(params: list[tuple[str, str]]) -> Request:
+    """The kept authorization request, as the browser would bring it back to /authorize."""
+    return Request(
+        {
+            **request.environ,
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/authorize",
+            "QUERY_STRING": urlencode(params),
+            "CONTENT_TYPE": "",
+            "CONTENT_LENGTH": "0",
+            "wsgi.input": io.BytesIO(),
+        }
+    )
+
+
+def answer_kept_request() -> Response | None:
+    """At the end of a login for an application: the code, sent from the login's last step
+    straight to the application, when /authorize would now issue it without asking anything
+    (no further login or step-up, no consent, no new password first): one redirect fewer.
+    Otherwise None, and the browser goes back to /authorize, which deals with the rest as it
+    always does. The same checks as /authorize, on the request it kept."""
+    pending = flow.state().pending_request
+    auth = current_auth()
+    if pending is None or auth is None or auth.limited:
+        return None
+    db = get_db()
+    practitioner = db.get(Practitioner, auth.practitioner_id)
+    if (
+        practitioner is None
+        or practitioner.status != PractitionerStatus.ACTIVE
+        or practitioner.password_change_required
+    ):
+        return None
+    params = [tuple(p) for p in pending.params]
+    try:
+        grant = server().get_consent_grant(kept_request(params), end_user=practitioner)
+        if login_reason(grant, auth, params) is not None:
+            return None
+        if needs_consent(db, grant.client, practitioner, grant):
+            return None
+    except OAuth2Error:
+        return None
+    response = issue(grant, practitioner)
+    if response.status_code == 302:
+        response.status_code = 303  # RFC 9700 §4.12: the request carried credentials
+    return response
+
+
+@bp.record_once
+def register_kept_request_answer(setup_state) -> None:
+    setup_state.app.extensions[KEPT_REQUEST_ANSWER] = answer_kept_request
 
 
 def render_consent(grant, params):

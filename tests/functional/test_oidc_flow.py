@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import requests
 
-from tests.support.oidc import RelyingParty, UserAgent, query_of, redeem_code, totp_now
+from tests.support.oidc import (
+    RelyingParty,
+    UserAgent,
+    csrf_token,
+    query_of,
+    redeem_code,
+    totp_now,
+)
 
 REDIRECT = "http://localhost:9999/callback"
 
@@ -50,6 +57,45 @@ def test_happy_flow_issues_verified_id_token(live_server, demo, clock):
     )
     assert info.status_code == 200
     assert info.json()["sub"] == claims["sub"] and info.json()["rpps"] == demo["username"]
+
+
+def test_the_last_factor_sends_the_code_to_the_application_itself(live_server, demo, clock):
+    """No detour through /authorize once the login is done: the code comes with the answer to
+    the second factor, a 303 (RFC 9700 §4.12: that request carried a credential)."""
+    rp, agent, page = start(live_server, demo)
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
+    answer = agent.http.post(
+        live_server.url + "/login/totp",
+        data={"csrf_token": csrf_token(page.text), "code": totp_now(demo["totp_secret"], clock)},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303
+    location = answer.headers["Location"]
+    assert location.startswith(REDIRECT + "?")
+    assert query_of(location)["state"] == [rp.state]
+    assert query_of(location)["iss"] == [live_server.url]
+    assert rp.exchange(location)["id_token"]
+    again = agent.get(rp.authorization_url())  # signed in: the next request gets a code at once
+    assert again.status_code == 302 and again.headers["Location"].startswith(REDIRECT + "?")
+
+
+def test_what_the_login_does_not_settle_goes_back_to_the_request(live_server, demo, clock):
+    """A request that asks more than a login (here the practitioner's consent) is
+    /authorize's to answer, as before: the login sends the browser back there."""
+    rp, agent, page = start(live_server, demo, prompt="consent")
+    page = agent.post(
+        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
+    )
+    answer = agent.http.post(
+        live_server.url + "/login/totp",
+        data={"csrf_token": csrf_token(page.text), "code": totp_now(demo["totp_secret"], clock)},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/authorize?")
+    consent = agent.get(answer.headers["Location"])
+    assert consent.status_code == 200 and "consent_decision" in consent.text
 
 
 def test_discovery_and_jwks(live_server, demo):

@@ -18,6 +18,7 @@ from idp.db import get_db, normalise_url
 from idp.models import OAuthClient
 from idp.oauth import keys
 from idp.oauth.clients import CLIENT_CACHE_SECONDS
+from idp.oauth.server import AuthorizationCodeGrant
 from idp.services import cipher
 from tests.functional.test_oidc_flow import full_login
 
@@ -198,3 +199,20 @@ def test_an_expired_code_is_spent_by_its_one_claim(live_server, demo, clock):
     clock.advance(-61)
     with pytest.raises(Exception, match="invalid_grant"):
         rp.exchange(location)  # within its minute again, but spent
+
+
+def test_the_request_that_issues_a_code_is_validated_once(live_server, demo, clock, monkeypatch):
+    """Authlib's ``create_authorization_response`` validates the request again after
+    ``get_consent_grant`` did: the authorize view answers from the validated grant."""
+    validated = collections.Counter()
+    original = AuthorizationCodeGrant.validate_authorization_request
+
+    def counted(grant):
+        validated[grant.request.payload.data.get("state")] += 1
+        return original(grant)
+
+    monkeypatch.setattr(AuthorizationCodeGrant, "validate_authorization_request", counted)
+    rp, _agent, location = full_login(live_server, demo, clock)
+    assert "code" in location
+    assert validated[rp.state] == 2  # when the login was asked for, then when it was done
+    assert rp.exchange(location)["id_token"]

@@ -146,7 +146,8 @@ def login_states(app, demo, clock) -> dict[str, dict]:
     page = client.get("/login/totp")
     post_form(client, "/login/totp", page, {"code": totp_now(demo["totp_secret"], clock)})
     add_security_key(app, client)
-    client.get("/authorize", query_string=valid_authorization(prompt="login"))
+    # The first request got its code with the TOTP answer: a new one (its own nonce) waits.
+    client.get("/authorize", query_string=valid_authorization(prompt="login", nonce="n2"))
     logged_in = recorded_session(client)
     assert logged_in.get("auth") and logged_in.get("authz"), logged_in
 
