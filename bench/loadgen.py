@@ -135,7 +135,7 @@ def authorize_path(ctx: dict) -> str:
 
 def landed(ctx: dict, status: int, headers) -> bool:
     location = headers.get("Location") or ""
-    return status == 302 and location.startswith(ctx["redirect_uri"]) and "code=" in location
+    return status in (302, 303) and location.startswith(ctx["redirect_uri"]) and "code=" in location
 
 
 def csrf(body: bytes) -> str | None:
@@ -144,8 +144,8 @@ def csrf(body: bytes) -> str | None:
 
 
 def login_totp(conn: Connection, ctx: dict, person: dict):
-    """GET /authorize → login page → POST /login → TOTP page → POST /login/totp →
-    GET /authorize → 302 with the code, on a fresh session."""
+    """GET /authorize → login page → POST /login → TOTP page → POST /login/totp → 303 with
+    the code, on a fresh session."""
     import pyotp
 
     conn.cookies.clear()
@@ -172,8 +172,8 @@ def login_totp(conn: Connection, ctx: dict, person: dict):
 
 
 def login_passkey(conn: Connection, ctx: dict, key: dict):
-    """GET /authorize → login page → passkey options → POST /login/passkey → GET /authorize
-    → 302 with the code, a software authenticator's assertion (no browser)."""
+    """GET /authorize → login page → passkey options → POST /login/passkey → 303 with the
+    code, a software authenticator's assertion (no browser)."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from tests.support.webauthn_crafting import SoftAuthenticator, b64url_decode
