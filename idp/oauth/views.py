@@ -256,18 +256,26 @@ def stash_and_login(grant, params, *, confirm: bool = False, to: str | None = No
     return redirect(to or url_for("auth.reauthenticate" if confirm else "auth.login"))
 
 
+def signed_in():
+    """The browser's completed login and its practitioner, or (None, None): a recovery-code
+    login only binds a new factor (for an application, no login), and the login of an account
+    no longer active ends here."""
+    auth = current_auth()
+    if auth is None or auth.limited:
+        return None, None
+    practitioner = get_db().get(Practitioner, auth.practitioner_id)
+    if practitioner is None or practitioner.status != PractitionerStatus.ACTIVE:
+        flow.state().end()
+        return None, None
+    return auth, practitioner
+
+
 @bp.route("/authorize", methods=["GET", "POST"])
 @policy(Policy.PUBLIC, get_changes_state=True)  # keeps the pending request for the login
 def authorize():
     db = get_db()
     params = request_params()
-    auth = current_auth()
-    if auth is not None and auth.limited:
-        auth = None  # a recovery-code login only binds a new factor: for an app, no login
-    practitioner = db.get(Practitioner, auth.practitioner_id) if auth else None
-    if practitioner is not None and practitioner.status != PractitionerStatus.ACTIVE:
-        flow.state().end()
-        auth = practitioner = None
+    auth, practitioner = signed_in()
     try:
         grant = server().get_consent_grant(end_user=practitioner)
         prompts = (grant.request.payload.data.get("prompt") or "").split()
@@ -330,23 +338,15 @@ def answer_kept_request() -> Response | None:
     Otherwise None, and the browser goes back to /authorize, which deals with the rest as it
     always does. The same checks as /authorize, on the request it kept."""
     pending = flow.state().pending_request
-    auth = current_auth()
-    if pending is None or auth is None or auth.limited:
-        return None
-    db = get_db()
-    practitioner = db.get(Practitioner, auth.practitioner_id)
-    if (
-        practitioner is None
-        or practitioner.status != PractitionerStatus.ACTIVE
-        or practitioner.password_change_required
-    ):
+    auth, practitioner = signed_in()
+    if pending is None or practitioner is None or practitioner.password_change_required:
         return None
     params = [tuple(p) for p in pending.params]
     try:
         grant = server().get_consent_grant(kept_request(params), end_user=practitioner)
         if login_reason(grant, auth, params) is not None:
             return None
-        if needs_consent(db, grant.client, practitioner, grant):
+        if needs_consent(get_db(), grant.client, practitioner, grant):
             return None
     except OAuth2Error:
         return None
