@@ -59,10 +59,9 @@ def test_happy_flow_issues_verified_id_token(live_server, demo, clock):
     assert info.json()["sub"] == claims["sub"] and info.json()["rpps"] == demo["username"]
 
 
-def test_the_last_factor_sends_the_code_to_the_application_itself(live_server, demo, clock):
-    """No detour through /authorize once the login is done: the code comes with the answer to
-    the second factor, a 303 (RFC 9700 §4.12: that request carried a credential)."""
-    rp, agent, page = start(live_server, demo)
+def totp_answer(live_server, demo, clock, **extra):
+    """A login up to its last step, and that step's own answer (its redirect not followed)."""
+    rp, agent, page = start(live_server, demo, **extra)
     page = agent.post(
         "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
     )
@@ -71,6 +70,13 @@ def test_the_last_factor_sends_the_code_to_the_application_itself(live_server, d
         data={"csrf_token": csrf_token(page.text), "code": totp_now(demo["totp_secret"], clock)},
         allow_redirects=False,
     )
+    return rp, agent, answer
+
+
+def test_the_last_factor_sends_the_code_to_the_application_itself(live_server, demo, clock):
+    """No detour through /authorize once the login is done: the code comes with the answer to
+    the second factor, a 303 (RFC 9700 §4.12: that request carried a credential)."""
+    rp, agent, answer = totp_answer(live_server, demo, clock)
     assert answer.status_code == 303
     location = answer.headers["Location"]
     assert location.startswith(REDIRECT + "?")
@@ -84,15 +90,7 @@ def test_the_last_factor_sends_the_code_to_the_application_itself(live_server, d
 def test_what_the_login_does_not_settle_goes_back_to_the_request(live_server, demo, clock):
     """A request that asks more than a login (here the practitioner's consent) is
     /authorize's to answer, as before: the login sends the browser back there."""
-    rp, agent, page = start(live_server, demo, prompt="consent")
-    page = agent.post(
-        "/login", {"identifier": demo["username"], "password": demo["password"]}, page.text
-    )
-    answer = agent.http.post(
-        live_server.url + "/login/totp",
-        data={"csrf_token": csrf_token(page.text), "code": totp_now(demo["totp_secret"], clock)},
-        allow_redirects=False,
-    )
+    _rp, agent, answer = totp_answer(live_server, demo, clock, prompt="consent")
     assert answer.status_code == 303 and answer.headers["Location"].startswith("/authorize?")
     consent = agent.get(answer.headers["Location"])
     assert consent.status_code == 200 and "consent_decision" in consent.text
